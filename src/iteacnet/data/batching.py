@@ -93,11 +93,10 @@ def bucketed_batches(
     window = batch_size * bucket_factor
     batches: list[list[int]] = []
     for s in range(0, n, window):
-        chunk = perm[s : s + window]
-        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+        chunk = perm[s : s + window][np.argsort(-lengths[perm[s : s + window]], kind="stable")]
         batches.extend(chunk[i : i + batch_size].tolist() for i in range(0, len(chunk), batch_size))
-    order = torch.randperm(len(batches), generator=generator).tolist()
-    return [batches[i] for i in order]
+    shuffled = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in shuffled]
 
 
 def iterate_batches(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -114,21 +115,24 @@ class Corpus:
         return np.stack([self.available[m] for m in self.modalities], axis=1)
 
     # ------------------------------------------------------------------ transforms
-    def standardized(self, train_dialogues: list[int]) -> Corpus:
-        """Copy whose features are standardized per modality with training-split statistics.
-
-        Only available (present) rows of the training dialogues are used, so missing files
-        do not bias the mean; unavailable rows stay zero.
-        """
-        rows = np.concatenate([np.arange(*self.rows(i).indices(self.num_utterances)) for i in train_dialogues])
-        feats = {}
+    def standardization_stats(self, train_dialogues: list[int]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per-modality mean and std over the available rows of the training dialogues only."""
+        rows = np.concatenate([np.arange(self.offsets[i], self.offsets[i + 1]) for i in train_dialogues])
+        stats = {}
         for m, x in self.features.items():
             use = rows[self.available[m][rows]]
             if len(use) == 0:
                 raise ValueError(f"modality {m!r} has no available training utterance to standardize with")
             mu = x[use].mean(0, dtype=np.float64)
             sd = x[use].std(0, dtype=np.float64)
-            sd = np.where(sd < 1e-8, 1.0, sd)
+            stats[m] = (mu.astype(np.float32), np.where(sd < 1e-8, 1.0, sd).astype(np.float32))
+        return stats
+
+    def standardized(self, stats: dict[str, tuple[np.ndarray, np.ndarray]]) -> Corpus:
+        """Copy with features standardized by `stats`; unavailable rows stay zero."""
+        feats = {}
+        for m, x in self.features.items():
+            mu, sd = stats[m]
             z = ((x - mu) / sd).astype(np.float32)
             z[~self.available[m]] = 0.0
             feats[m] = z
@@ -154,7 +158,8 @@ class Corpus:
         """npz (arrays) + JSON (ids, names, splits) side by side: `<path>.npz`, `<path>.json`."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        arrays = {"offsets": self.offsets, "speakers": self.speakers, "labels": self.labels}
+        # Annotated as Any: numpy's stubs type savez's **kwds as its allow_pickle flag.
+        arrays: dict[str, Any] = {"offsets": self.offsets, "speakers": self.speakers, "labels": self.labels}
         for m in self.modalities:
             arrays[f"feat_{m}"] = self.features[m]
             arrays[f"avail_{m}"] = self.available[m]

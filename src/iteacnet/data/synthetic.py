@@ -13,7 +13,8 @@ from iteacnet.config import SyntheticConfig
 from iteacnet.data.corpus import Corpus
 
 
-def make_synthetic_corpus(cfg: SyntheticConfig = SyntheticConfig()) -> Corpus:
+def make_synthetic_corpus(cfg: SyntheticConfig | None = None) -> Corpus:
+    cfg = cfg or SyntheticConfig()
     if cfg.num_dialogues < 3:
         raise ValueError("a synthetic corpus needs at least 3 dialogues (train/valid/test)")
     if not 1 <= cfg.min_len <= cfg.max_len:

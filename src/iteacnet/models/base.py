@@ -98,10 +98,3 @@ def default_param_groups(module: nn.Module, lr: float) -> list[dict[str, Any]]:
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
-
-
-def build_method(name: str, spec: ModelSpec, cfg: Any) -> nn.Module:
-    """Instantiate a registered method (importing the registries' modules first)."""
-    import iteacnet.models  # noqa: F401  (registers iteacnet and the baselines)
-
-    return METHODS[name](spec, cfg)

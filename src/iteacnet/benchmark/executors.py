@@ -1,0 +1,56 @@
+"""Grid executors: how cells get run. `local` uses worker processes on this machine.
+
+An executor is built as `EXECUTORS[name](workers=..., **kw)` and has
+`run(cells, on_done)`, calling `on_done(cell, rows)` in the driver as each cell finishes.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from typing import Any
+
+from iteacnet.benchmark.grid import Cell, run_cell
+from iteacnet.registry import Registry
+
+OnDone = Callable[[Cell, list[dict[str, Any]]], None]
+EXECUTORS: Registry[Any] = Registry("executor")
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+@EXECUTORS.register("local")
+class LocalExecutor:
+    """Cells in `workers` processes (spawned: no forked torch state); 1 worker runs inline."""
+
+    def __init__(self, workers: int = 1, threads_per_worker: int | None = None) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self.workers = workers
+        cpus = mp.cpu_count()
+        self.threads = threads_per_worker or max(1, cpus // workers)
+
+    def run(self, cells: list[Cell], on_done: OnDone) -> None:
+        if self.workers == 1:
+            _init_worker(self.threads)
+            for cell in cells:
+                on_done(cell, run_cell(cell))
+            return
+        ctx = mp.get_context("spawn")
+        with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker, initargs=(self.threads,)) as pool:
+            pending: dict[Future, Cell] = {}
+            queue = list(cells)
+            # Keep a bounded number in flight so an interrupt loses little queued work.
+            while queue or pending:
+                while queue and len(pending) < 2 * self.workers:
+                    cell = queue.pop(0)
+                    pending[pool.submit(run_cell, cell)] = cell
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    cell = pending.pop(fut)
+                    on_done(cell, fut.result())

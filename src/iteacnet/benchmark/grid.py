@@ -1,0 +1,208 @@
+"""The benchmark grid: variants × corpora × protocols × seeds × folds × rates.
+
+A cell is one training run (UME: scored at every rate; IME: one rate; Table 1's `complete`:
+rate 0.0). Each finished cell is appended to `<out>/cells.jsonl` at once (flushed and
+fsynced), and a restarted grid skips every cell already there: a stopped grid resumes.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from iteacnet.benchmark.variants import VARIANTS
+from iteacnet.config import ExperimentConfig, ModelConfig, from_dict, replace
+
+IEMOCAP = ("iemocap4", "iemocap6")
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    variants: tuple[str, ...]
+    corpora: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]  # (name, DataConfig overrides)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    folds: tuple[int, ...] = (0, 1, 2, 3, 4)  # IEMOCAP only; other corpora use their one split
+    protocols: tuple[str, ...] = ("ume", "ime")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GridSpec:
+        known = {"variants", "tables", "corpora", "seeds", "folds", "protocols"}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown grid field(s) {sorted(unknown)}; known: {sorted(known)}")
+        names = list(d.get("variants", []))
+        for t in d.get("tables", []):
+            names += [n for n, v in VARIANTS.items() if t in v.tables and n not in names]
+        if not names:
+            raise ValueError("a grid needs `variants` or `tables`")
+        for n in names:
+            VARIANTS[n]  # noqa: B018  (raises with the list of choices)
+        corpora = d.get("corpora")
+        if not isinstance(corpora, dict) or not corpora:
+            raise ValueError("a grid needs `corpora`: {name: {DataConfig field: value}}")
+        return cls(
+            variants=tuple(names),
+            corpora=tuple((k, tuple(sorted(v.items()))) for k, v in corpora.items()),
+            seeds=tuple(d.get("seeds", (0, 1, 2))),
+            folds=tuple(d.get("folds", (0, 1, 2, 3, 4))),
+            protocols=tuple(d.get("protocols", ("ume", "ime"))),
+        )
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One training run of the grid; `config` is an ExperimentConfig as a JSON-able dict."""
+
+    id: str
+    variant: str
+    corpus: str
+    protocol: str  # ume | ime | complete
+    config: dict[str, Any] = field(hash=False, compare=False)
+
+    def describe(self) -> str:
+        c = self.config
+        rate = f" rate={c['train']['rate']:.1f}" if self.protocol == "ime" else ""
+        return f"{self.variant} {self.corpus} {self.protocol}{rate} seed={c['train']['seed']} fold={c['data']['fold']}"
+
+
+def _cell_id(cfg: ExperimentConfig, protocol: str) -> str:
+    d = cfg.to_dict()
+    d.pop("name", None)
+    d["train"].pop("progress", None)
+    blob = json.dumps({"protocol": protocol, "config": d}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def expand(spec: GridSpec, base: ExperimentConfig) -> list[Cell]:
+    """Every cell of the grid, in a stable order."""
+    cells: list[Cell] = []
+    for corpus_name, data_over in spec.corpora:
+        data = replace(base.data, **dict(data_over))
+        folds = spec.folds if data.corpus in IEMOCAP else (0,)
+        for vname in spec.variants:
+            v = VARIANTS[vname]
+            model = from_dict(ModelConfig, _merge(base.to_dict()["model"], v.model))
+            protocols = [p for p in v.protocols if p == "complete" or p in spec.protocols]
+            for protocol in protocols:
+                for seed in spec.seeds:
+                    for fold in folds:
+                        rates: Iterable[float | None] = base.eval.rates if protocol == "ime" else (None,)
+                        for rate in rates:
+                            cfg = replace(base, name=f"{vname}-{corpus_name}", data=replace(data, fold=fold), model=model)
+                            tr: dict[str, Any] = {"train.seed": seed, "train.progress": False}
+                            if protocol == "ime":
+                                tr |= {"train.protocol": "ime", "train.rate": rate}
+                            elif protocol == "complete":
+                                tr |= {"train.protocol": "ume", "eval.rates": (0.0,)}
+                            else:
+                                tr |= {"train.protocol": "ume"}
+                            cfg = replace(cfg, **tr)
+                            cells.append(Cell(_cell_id(cfg, protocol), vname, corpus_name, protocol, cfg.to_dict()))
+    return cells
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+# ---------------------------------------------------------------------------- one cell
+@functools.lru_cache(maxsize=4)
+def _corpus(data_json: str) -> Any:
+    from iteacnet.config import DataConfig
+    from iteacnet.data.loading import load_corpus
+
+    return load_corpus(from_dict(DataConfig, json.loads(data_json)))
+
+
+def run_cell(cell: Cell) -> list[dict[str, Any]]:
+    """Train and score one cell; returns its result rows (runs in a worker process)."""
+    from iteacnet.evaluation.protocols import _rows, score_test
+    from iteacnet.training.engine import fit, prepare
+
+    t0 = time.perf_counter()
+    cfg = ExperimentConfig.from_dict(cell.config)
+    data_d = cell.config["data"]
+    corpus = _corpus(json.dumps({k: v for k, v in data_d.items() if k not in ("fold", "split_seed", "val_fraction", "selection", "split")}, sort_keys=True))
+    data = prepare(corpus, cfg)
+    result = fit(cfg, data)
+    rates = (cfg.train.rate,) if cell.protocol == "ime" else cfg.eval.rates
+    scores = score_test(result.method, data, cfg, rates)
+    extra = {"variant": cell.variant, "variant_label": VARIANTS[cell.variant].label, "cell": cell.id,
+             "best_epoch": result.best_epoch, "val_waf": result.best_score,
+             "train_seconds": round(time.perf_counter() - t0, 2),
+             "train_rate": f"{cfg.train.rate:.1f}" if cell.protocol == "ime" else f"U[0,{cfg.train.ume_max_rate}]"}
+    return _rows(cfg, cell.protocol, scores, extra)
+
+
+# ---------------------------------------------------------------------------- the store
+class ResultStore:
+    """Append-only JSONL of finished cells; a torn last line (a kill mid-write) is ignored."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def done(self) -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = {}
+        if not self.path.is_file():
+            return out
+        for line in self.path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            out[rec["cell"]] = rec["rows"]
+        return out
+
+    def add(self, cell: Cell, rows: list[dict[str, Any]]) -> None:
+        line = json.dumps({"cell": cell.id, "describe": cell.describe(), "config": cell.config, "rows": rows}) + "\n"
+        with self.path.open("a") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [r for rows in self.done().values() for r in rows]
+
+
+def run_grid(
+    cells: list[Cell],
+    store: ResultStore,
+    executor: str = "local",
+    workers: int = 1,
+    progress: bool = True,
+    on_cell: Callable[[Cell, list[dict[str, Any]]], None] | None = None,
+    **executor_kw: Any,
+) -> list[dict[str, Any]]:
+    """Run every cell not yet in `store`; returns all rows of the grid's cells."""
+    from tqdm.auto import tqdm
+
+    from iteacnet.benchmark.executors import EXECUTORS
+
+    done = store.done()
+    todo = [c for c in cells if c.id not in done]
+    bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc="grid", unit="cell",
+               disable=not progress, dynamic_ncols=True)
+
+    def finished(cell: Cell, rows: list[dict[str, Any]]) -> None:
+        store.add(cell, rows)
+        bar.update(1)
+        bar.set_postfix_str(cell.describe()[:60])
+        if on_cell is not None:
+            on_cell(cell, rows)
+
+    if todo:
+        EXECUTORS[executor](workers=workers, **executor_kw).run(todo, finished)
+    bar.close()
+    done = store.done()
+    return [r for c in cells for r in done.get(c.id, [])]

@@ -1,0 +1,55 @@
+"""Named method variants of the paper's tables: each is a set of ModelConfig overrides.
+
+Table 1 (ECCE ablation, teacher on complete data): teacher-ecce-{none,global,both}.
+Table 2 (training frameworks, UME): gcnet-tf, its-tf-tf, its-tf-nas (= iteacnet), ts-nas-tf.
+Tables 3/4 (IME/UME): cpmnet, ae, cra, mmin, gcnet, iteacnet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from iteacnet.registry import Registry
+
+
+@dataclass(frozen=True)
+class Variant:
+    label: str  # as the paper's tables print it
+    model: dict[str, Any]  # ModelConfig field overrides
+    tables: tuple[int, ...]  # tables the variant appears in
+    protocols: tuple[str, ...] = ("ume", "ime")  # "complete" for Table 1
+
+
+VARIANTS: Registry[Variant] = Registry("method variant")
+
+
+def _v(name: str, label: str, model: dict[str, Any], tables: tuple[int, ...], protocols: tuple[str, ...] = ("ume", "ime")) -> None:
+    VARIANTS.register(name)(Variant(label, model, tables, protocols))
+
+
+_ITS_NAS = {"method": "iteacnet", "framework": "its", "teacher_kind": "TF", "teacher_layers": 3,
+            "student_kind": "NAS", "student_layers": 4}
+_v("iteacnet", "ITEACNet", _ITS_NAS, (2, 3, 4))
+_v("its-tf-tf", "ITS TF/TF", {**_ITS_NAS, "student_kind": "TF"}, (2,), ("ume",))
+_v("gcnet-tf", "GCNet-framework TF/–", {"method": "iteacnet", "framework": "gcnet", "teacher_kind": "TF",
+                                        "teacher_layers": 3}, (2,), ("ume",))
+_v("ts-nas-tf", "TS NAS/TF", {"method": "iteacnet", "framework": "ts", "teacher_kind": "NAS", "teacher_layers": 4,
+                              "student_kind": "TF", "student_layers": 3}, (2,), ("ume",))
+for _name, _label in (("cpmnet", "CPM-Net"), ("ae", "AE"), ("cra", "CRA"), ("mmin", "MMIN"), ("gcnet", "GCNet")):
+    _v(_name, _label, {"method": _name}, (3, 4))
+_TEACHER = {"method": "iteacnet", "framework": "complete", "teacher_kind": "TF", "teacher_layers": 3}
+_v("teacher-ecce-none", "Teacher, no ECCE", {**_TEACHER, "ecce": {"enabled": False, "local": False}}, (1,), ("complete",))
+_v("teacher-ecce-global", "Teacher, global only", {**_TEACHER, "ecce": {"enabled": True, "local": False}}, (1,), ("complete",))
+_v("teacher-ecce-both", "Teacher, local + global", {**_TEACHER, "ecce": {"enabled": True, "local": True}}, (1,), ("complete",))
+
+TABLE_TITLES = {
+    1: "Table 1: ECCE ablation (teacher on complete data, WAF at rate 0.0)",
+    2: "Table 2: training frameworks (UME)",
+    3: "Table 3: IME (one model per missing rate)",
+    4: "Table 4: UME (one model for every missing rate)",
+}
+
+
+def variants_for_table(table: int) -> list[str]:
+    return [n for n, v in VARIANTS.items() if table in v.tables]

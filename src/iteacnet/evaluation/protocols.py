@@ -1,0 +1,121 @@
+"""UME and IME (METHOD §6–§7): train, then score on fixed test masks; one row per rate.
+
+UME (unified model evaluation): one model trained with a rate drawn per batch, scored at
+every rate. IME (individual model evaluation): one model per rate, trained and scored at it.
+Rows are the long format every report and the benchmark grid read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from iteacnet.config import ExperimentConfig, replace
+from iteacnet.data.batching import iterate_batches
+from iteacnet.masking import pattern_mask
+from iteacnet.training.engine import (
+    PreparedData,
+    eval_masks,
+    fit,
+    model_input,
+    score_masks,
+    split_rows,
+)
+
+
+def run_key(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The columns that say which run a row belongs to."""
+    m = cfg.model
+    is_its = m.method == "iteacnet"
+    return {
+        "method": m.method if not is_its else "iteacnet",
+        "framework": m.framework if is_its else "",
+        "teacher": f"{m.teacher_kind}{m.teacher_layers}" if is_its else "",
+        "student": f"{m.student_kind}{m.student_layers}" if is_its and m.framework != "gcnet" else "",
+        "ecce": ("both" if m.ecce.local else "global") if m.ecce.enabled else "none",
+        "corpus": cfg.data.corpus,
+        "split": cfg.data.split,
+        "fold": cfg.data.fold,
+        "selection": cfg.data.selection,
+        "seed": cfg.train.seed,
+        "epochs": cfg.train.epochs,
+    }
+
+
+def _rows(cfg: ExperimentConfig, protocol: str, scores: dict[Any, dict[str, float]], extra: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for key, metrics in scores.items():
+        row = {**run_key(cfg), "protocol": protocol, **extra}
+        if isinstance(key, str):
+            row.update({"rate": float("nan"), "pattern": key})
+        else:
+            row.update({"rate": float(key), "pattern": ""})
+        row.update(metrics)
+        rows.append(row)
+    return rows
+
+
+def score_test(method: nn.Module, data: PreparedData, cfg: ExperimentConfig, rates: tuple[float, ...]) -> dict[Any, dict[str, float]]:
+    """Scores on the test split at `rates` (fixed masks) and on the configured fixed patterns."""
+    masks: dict[Any, np.ndarray] = dict(eval_masks(data, "test", rates, cfg.eval.mask_seed))
+    rows = split_rows(data.corpus, data.split.test)
+    avail = data.corpus.available_matrix()[rows]
+    for pattern in cfg.eval.patterns:
+        valid = torch.ones(len(rows), dtype=torch.bool)
+        masks[pattern] = pattern_mask(pattern, data.corpus.modalities, valid).numpy() & avail
+    return score_masks(method, data, "test", masks, cfg.train.batch_size, cfg.train.device)
+
+
+def run_ume(cfg: ExperimentConfig, data: PreparedData, out_dir: Path | None = None) -> tuple[list[dict[str, Any]], nn.Module]:
+    cfg = replace(cfg, **{"train.protocol": "ume"})
+    result = fit(cfg, data, out_dir)
+    scores = score_test(result.method, data, cfg, cfg.eval.rates)
+    extra = {"best_epoch": result.best_epoch, "val_waf": result.best_score, "train_seconds": result.seconds,
+             "train_rate": f"U[0,{cfg.train.ume_max_rate}]"}
+    return _rows(cfg, "ume", scores, extra), result.method
+
+
+def run_ime(cfg: ExperimentConfig, data: PreparedData, out_dir: Path | None = None) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for rate in cfg.eval.rates:
+        c = replace(cfg, **{"train.protocol": "ime", "train.rate": rate})
+        sub = out_dir / f"ime-{rate:.1f}" if out_dir is not None else None
+        result = fit(c, data, sub)
+        scores = score_test(result.method, data, c, (rate,))
+        extra = {"best_epoch": result.best_epoch, "val_waf": result.best_score,
+                 "train_seconds": result.seconds, "train_rate": f"{rate:.1f}"}
+        rows.extend(_rows(c, "ime", scores, extra))
+    return rows
+
+
+@torch.no_grad()
+def router_usage(method: nn.Module, data: PreparedData, cfg: ExperimentConfig, rate: float = 0.0) -> dict[str, np.ndarray]:
+    """Mean routing weight per (layer, mixer) of the inference model's NAS blocks on the test
+    split, per modality; {} when the inference model has no router (TF)."""
+    model = getattr(method, "inference_model", None)
+    if model is None:
+        return {}
+    net = model()
+    masks = eval_masks(data, "test", (rate,), cfg.eval.mask_seed)[rate]
+    rows = split_rows(data.corpus, data.split.test)
+    pos = np.full(data.corpus.num_utterances, -1, dtype=np.int64)
+    pos[rows] = np.arange(len(rows))
+    sums: dict[str, np.ndarray] = {}
+    count = 0
+    net.eval()
+    for batch in iterate_batches(data.corpus, list(data.split.test), cfg.train.batch_size):
+        present = torch.from_numpy(masks[pos[batch.index.clamp(min=0).numpy()]]) & batch.available
+        out = net(model_input(batch, present))
+        if not out.routes:
+            return {}
+        v = batch.valid
+        for layer, per_mod in enumerate(out.routes):
+            for m, alpha in per_mod.items():  # alpha (B, T, K)
+                acc = sums.setdefault(m, np.zeros((len(out.routes), alpha.shape[-1])))
+                acc[layer] += alpha[v].sum(0).cpu().numpy()
+        count += int(v.sum())
+    return {m: s / max(count, 1) for m, s in sums.items()}

@@ -1,0 +1,299 @@
+"""Results files, paper-style Markdown tables and plots, all built from long-format rows.
+
+A row is one (run, rate or pattern) with its metrics; see `protocols.run_key`.
+Aggregation: per seed, the mean over folds (IEMOCAP's 5 folds); then mean ± std over seeds.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from iteacnet.evaluation.metrics import format_mean_std
+
+GROUP_KEYS = ("corpus", "method", "framework", "teacher", "student", "ecce", "protocol", "selection", "variant_label")
+
+
+# ---------------------------------------------------------------------------- files
+def write_rows(rows: Sequence[dict[str, Any]], folder: Path, stem: str = "results") -> tuple[Path, Path]:
+    """Write rows as `<stem>.json` and `<stem>.csv` (union of columns, stable order)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cols: list[str] = []
+    for r in rows:
+        cols.extend(k for k in r if k not in cols)
+    jpath, cpath = folder / f"{stem}.json", folder / f"{stem}.csv"
+    jpath.write_text(json.dumps(list(rows), indent=1, default=_json_default) + "\n")
+    with cpath.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: r.get(k, "") for k in cols})
+    return jpath, cpath
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows from a results JSON, a JSONL (the benchmark grid's), or a CSV."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no results file at {path}")
+    if path.suffix == ".csv":
+        with path.open() as f:
+            return [{k: _parse(v) for k, v in r.items()} for r in csv.DictReader(f)]
+    text = path.read_text()
+    if path.suffix == ".jsonl":  # the grid's cells.jsonl holds {"cell", "rows": [...]}; torn lines skipped
+        out: list[dict[str, Any]] = []
+        for line in text.splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            out.extend(rec["rows"] if isinstance(rec, dict) and "rows" in rec else [rec])
+        return out
+    data = json.loads(text)
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a list of rows")
+    return data
+
+
+def _parse(v: str) -> Any:
+    for t in (int, float):
+        try:
+            return t(v)
+        except ValueError:
+            pass
+    return v
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    raise TypeError(f"not JSON serializable: {type(o)}")
+
+
+# ---------------------------------------------------------------------------- aggregation
+def _isnan(x: Any) -> bool:
+    return isinstance(x, float) and math.isnan(x)
+
+
+def rate_of(row: dict[str, Any]) -> float | None:
+    r = row.get("rate")
+    if r is None or r == "" or _isnan(r):
+        return None
+    return round(float(r), 4)
+
+
+def group_label(row: dict[str, Any]) -> str:
+    """A method as the paper's tables name it."""
+    if row.get("variant_label"):
+        return str(row["variant_label"])
+    if row.get("method") == "iteacnet":
+        parts = [f"ITEACNet[{str(row.get('framework', '')).upper()}"]
+        parts.append(f" {row.get('teacher', '')}")
+        if row.get("student"):
+            parts.append(f"/{row.get('student')}")
+        ecce = row.get("ecce", "both")
+        if ecce not in ("both", "", None):
+            parts.append(f" ecce={ecce}")
+        return "".join(parts) + "]"
+    return str(row.get("method", "?")).upper()
+
+
+def per_seed(rows: Iterable[dict[str, Any]], metric: str) -> dict[tuple, dict[float, list[float]]]:
+    """{group: {rate: [value per seed (mean over folds)]}}."""
+    acc: dict[tuple, dict[float, dict[Any, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for r in rows:
+        rate = rate_of(r)
+        v = r.get(metric)
+        if rate is None or v is None or v == "" or _isnan(v):
+            continue
+        g = tuple(r.get(k, "") for k in GROUP_KEYS)
+        acc[g][rate][r.get("seed", 0)].append(float(v))
+    return {g: {rate: [float(np.mean(fs)) for _, fs in sorted(seeds.items())] for rate, seeds in rates.items()}
+            for g, rates in acc.items()}
+
+
+def _mean_over_rates(cells: dict[float, list[float]], rates: Sequence[float]) -> list[float]:
+    """Per seed, the mean over rates (seeds present at every rate only)."""
+    n = min(len(cells[r]) for r in rates)
+    return [float(np.mean([cells[r][i] for r in rates])) for i in range(n)]
+
+
+def rate_table(rows: Sequence[dict[str, Any]], metric: str = "waf", digits: int = 2) -> str:
+    """Markdown like the paper's Tables 2–4: one line per method, rates, Average, Decline."""
+    groups = per_seed(rows, metric)
+    if not groups:
+        return f"_no rows with {metric}_\n"
+    rates = sorted({r for cells in groups.values() for r in cells})
+    out = []
+    for corpus in sorted({g[0] for g in groups}):
+        for protocol in sorted({g[6] for g in groups if g[0] == corpus}):
+            sel = {g: c for g, c in groups.items() if g[0] == corpus and g[6] == protocol}
+            flagged = any(g[7] == "gcnet-compatible" for g in sel)
+            title = f"**{corpus}**, {protocol.upper()}, {metric.upper()} (mean ± std over seeds)"
+            if flagged:
+                title += " — ⚠ gcnet-compatible: model selected on the test fold"
+            out.append(title + "\n")
+            head = ["Method"] + [f"{r:.1f}" for r in rates] + ["Average", "Decline"]
+            out.append("| " + " | ".join(head) + " |")
+            out.append("|" + "---|" * len(head))
+            for g, cells in sorted(sel.items(), key=lambda kv: group_label(dict(zip(GROUP_KEYS, kv[0])))):
+                label = group_label(dict(zip(GROUP_KEYS, g)))
+                vals = [format_mean_std(cells[r], digits) if r in cells else "–" for r in rates]
+                have = [r for r in rates if r in cells]
+                avg = format_mean_std(_mean_over_rates(cells, have), digits) if have else "–"
+                lo, hi = min(have), max(have)
+                if lo != hi:
+                    n = min(len(cells[lo]), len(cells[hi]))
+                    dec = format_mean_std([cells[lo][i] - cells[hi][i] for i in range(n)], digits)
+                else:
+                    dec = "–"
+                out.append("| " + " | ".join([label, *vals, avg, dec]) + " |")
+            out.append("")
+    return "\n".join(out) + "\n"
+
+
+def pattern_table(rows: Sequence[dict[str, Any]], metric: str = "waf", digits: int = 2) -> str:
+    """Markdown of fixed-pattern scenarios (only text, text+audio, …), if any were scored."""
+    acc: dict[tuple[str, str], dict[str, dict[Any, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for r in rows:
+        if r.get("pattern") and r.get(metric) not in (None, ""):
+            acc[(r["corpus"], group_label(r))][r["pattern"]][r.get("seed", 0)].append(float(r[metric]))
+    if not acc:
+        return ""
+    patterns = sorted({p for v in acc.values() for p in v}, key=lambda p: (len(p), p))
+    out = ["| Corpus | Method | " + " | ".join(patterns) + " |", "|" + "---|" * (len(patterns) + 2)]
+    for (corpus, label), cells in sorted(acc.items()):
+        vals = [format_mean_std([float(np.mean(v)) for v in cells[p].values()], digits) if p in cells else "–" for p in patterns]
+        out.append(f"| {corpus} | {label} | " + " | ".join(vals) + " |")
+    return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------------------- plots
+def plot_rates(rows: Sequence[dict[str, Any]], path: Path, metric: str = "waf") -> Path | None:
+    """WAF against missing rate, one line per method (mean over seeds, band = ± std)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = per_seed(rows, metric)
+    if not groups:
+        return None
+    panels = sorted({(g[0], g[6]) for g in groups})
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), squeeze=False)
+    for ax, (corpus, protocol) in zip(axes[0], panels):
+        for g, cells in sorted(groups.items()):
+            if (g[0], g[6]) != (corpus, protocol):
+                continue
+            rates = sorted(cells)
+            mu = np.array([np.mean(cells[r]) for r in rates])
+            sd = np.array([np.std(cells[r], ddof=1) if len(cells[r]) > 1 else 0.0 for r in rates])
+            (line,) = ax.plot(rates, mu, marker="o", ms=3, label=group_label(dict(zip(GROUP_KEYS, g))))
+            ax.fill_between(rates, mu - sd, mu + sd, alpha=0.15, color=line.get_color())
+        ax.set_title(f"{corpus} — {protocol.upper()}")
+        ax.set_xlabel("missing rate")
+        ax.set_ylabel(metric.upper())
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
+def plot_router(usage: dict[str, np.ndarray], mixer_names: Sequence[str], path: Path, title: str = "") -> Path | None:
+    """Heatmap per modality: mean routing weight of each mixer (columns) in each layer (rows)."""
+    if not usage:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mods = list(usage)
+    fig, axes = plt.subplots(1, len(mods), figsize=(4.2 * len(mods), 0.6 * next(iter(usage.values())).shape[0] + 2.0), squeeze=False)
+    for ax, m in zip(axes[0], mods):
+        u = usage[m]
+        im = ax.imshow(u, vmin=0.0, vmax=max(float(u.max()), 1e-6), cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(mixer_names)), list(mixer_names), rotation=40, ha="right", fontsize=8)
+        ax.set_yticks(range(u.shape[0]), [f"layer {i + 1}" for i in range(u.shape[0])])
+        for i in range(u.shape[0]):
+            for j in range(u.shape[1]):
+                ax.text(j, i, f"{u[i, j]:.2f}", ha="center", va="center", fontsize=7, color="w" if u[i, j] < 0.6 * u.max() else "k")
+        ax.set_title(f"router ({m})")
+        fig.colorbar(im, ax=ax, fraction=0.04)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
+def write_report(rows: Sequence[dict[str, Any]], folder: Path, title: str = "Results") -> Path:
+    """results.{json,csv}, report.md (tables) and waf_vs_rate.png in `folder`."""
+    write_rows(rows, folder)
+    parts = [f"# {title}\n"]
+    if any(r.get("corpus") == "synthetic" for r in rows):
+        parts.append("_Corpus `synthetic`: generated by iteacnet, not real data._\n")
+    parts.append(rate_table(rows, "waf"))
+    if any(r.get("mae") not in (None, "") for r in rows):
+        parts.append(rate_table(rows, "mae", digits=3))
+    pt = pattern_table(rows)
+    if pt:
+        parts.append("Fixed-pattern scenarios (WAF):\n\n" + pt)
+    md = folder / "report.md"
+    md.write_text("\n".join(parts))
+    plot_rates(rows, folder / "waf_vs_rate.png")
+    return md
+
+
+# ---------------------------------------------------------------------------- the grid's tables
+def ecce_table(rows: Sequence[dict[str, Any]], digits: int = 2) -> str:
+    """Table 1 layout: Dataset | Local | Global | WAF (rate 0.0, mean ± std over seeds)."""
+    groups = per_seed([r for r in rows if r.get("protocol") == "complete"], "waf")
+    if not groups:
+        return ""
+    order = {"none": 0, "global": 1, "both": 2}
+    out = ["| Dataset | Local | Global | WAF |", "|---|---|---|---|"]
+    for g, cells in sorted(groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][5], 9))):
+        ecce = g[5]
+        local = "✓" if ecce == "both" else "✕"
+        glob = "✓" if ecce in ("both", "global") else "✕"
+        out.append(f"| {g[0]} | {local} | {glob} | {format_mean_std(cells.get(0.0, []), digits)} |")
+    return "\n".join(out) + "\n"
+
+
+def grid_report(rows: Sequence[dict[str, Any]], folder: Path, title: str = "Benchmark") -> Path:
+    """results.{csv,json}, report.md with the paper's Tables 1–4, and one plot per table."""
+    from iteacnet.benchmark.variants import TABLE_TITLES, variants_for_table
+
+    write_rows(rows, folder)
+    parts = [f"# {title}\n"]
+    if any(r.get("corpus") == "synthetic" for r in rows):
+        parts.append("_Corpus `synthetic`: generated by iteacnet, not real data._\n")
+    if any(r.get("selection") == "gcnet-compatible" for r in rows):
+        parts.append("**⚠ Some rows use gcnet-compatible selection: the model was selected on the test fold.**\n")
+    t1 = ecce_table(rows)
+    if t1:
+        parts.append(f"## {TABLE_TITLES[1]}\n\n{t1}")
+    for table, protocol in ((2, "ume"), (3, "ime"), (4, "ume")):
+        names = set(variants_for_table(table))
+        sel = [r for r in rows if r.get("variant") in names and r.get("protocol") == protocol]
+        if not sel:
+            continue
+        parts.append(f"## {TABLE_TITLES[table]}\n\n" + rate_table(sel, "waf"))
+        if any(r.get("mae") not in (None, "") for r in sel):
+            parts.append(rate_table(sel, "mae", digits=3))
+        plot_rates(sel, folder / f"table{table}_waf.png")
+    md = folder / "report.md"
+    md.write_text("\n".join(parts))
+    return md

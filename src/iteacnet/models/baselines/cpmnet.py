@@ -1,0 +1,189 @@
+"""CPM-Net baseline: Cross Partial Multi-View Networks, utterance by utterance.
+
+Paper: C. Zhang, Z. Han, Y. Cui, H. Fu, J. T. Zhou, Q. Hu, "CPM-Nets: Cross Partial
+Multi-View Networks", NeurIPS 2019. Facts from GCNet's copy (zeroQiaoba/GCNet,
+baseline-cpmnet/util/model.py, util/classfiy.py, README run: --lsd-dim=128 --lamb=1).
+
+The original, per sample n: a free latent code h_n (lsd_dim); per view v a decoder
+g_v(h) (one Linear lsd_dim → d_v in GCNet's runs) reconstructing the *available* views,
+  L_rec = Σ_n Σ_v s_nv ||g_v(h_n) − x_nv||²    (s_nv = 1 if view v is present);
+a parameter-free classification loss on the codes: with s_nc = mean over the other
+training samples m of class c of h_nᵀh_m,
+  L_cls = Σ_n relu(1[argmax_c s_nc ≠ y_n] + max_c s_nc − s_n,y_n);
+training alternates Adam steps on the decoders (L_rec) and on the training codes
+(L_rec + lamb·L_cls); a test code is fit to its available views by Adam on L_rec with the
+decoders frozen, and is classified by argmax_c h_nᵀ μ_c, μ_c = mean training code of c.
+
+What this implementation does, and why it stays faithful:
+  * Codes of unseen utterances cannot be free parameters of a model that is trained once
+    and then predicts, so every code is *inferred* the same way at training and test time:
+    h⁰ = E(x, s) by an encoder MLP (Σ d_m + M) → [lsd] → lsd on the masked features and the
+    presence flags (an amortised initialisation replacing the random one), then `infer_steps`
+    steps of plain gradient descent, h ← h − infer_lr · ∇_h ℓ_n(h), on the utterance's own
+    reconstruction loss ℓ_n = Σ_v s_nv · mean_d (g_v(h) − x_nv)² with the decoders held fixed:
+    the original's test-time inference of the code (per dimension mean so that one step
+    size suits any feature size). Each utterance's step depends on that utterance only.
+  * Training backpropagates through the unrolled steps (create_graph): the encoder and the
+    decoders learn to produce codes that, *after* test-time inference, reconstruct the
+    views and separate the classes. The losses are the original ones, averaged over
+    utterances: L = L_rec + lamb · L_cls (L_rec summing squared errors over dimensions as the
+    original; L_cls with the class means of the other utterances in the batch).
+  * Prediction keeps the original classifier: scores h_nᵀ μ_c (returned as the C "logits"),
+    μ_c an exponential moving average (momentum `centroid_momentum`) of the batch class
+    means of the training codes, updated by every `training_loss` call and saved as buffers.
+  * Regression (MOSI/MOSEI): L_cls needs classes (GCNet binarised MOSI for CPM-Net), so a
+    Linear lsd → 1 head on h is trained with L_emo in its place (L = L_rec + lamb · L_emo).
+  * Deterministic: no sampling anywhere; dropout only in the encoder in training mode.
+  * `predict` runs the inner steps under `torch.enable_grad()` (the engine predicts under
+    `torch.no_grad()`), differentiating only with respect to h: parameters get no gradient.
+The complete input `full` is not used for learning (CPM-Net never sees missing views); the
+imputation error of the missing views is logged as `imputation`, as GCNet's copy reports it.
+
+Sizes: lsd_dim = cfg.hidden (128 in GCNet's runs); dropout = cfg.dropout (encoder only).
+
+Options (`ModelConfig.baseline`):
+  infer_steps        10    gradient steps of code inference (train and test alike)
+  infer_lr           0.5   their step size
+  lamb               1.0   weight of the classification loss (GCNet's runs: --lamb=1)
+  decoder_layers     ()    hidden widths of each view decoder (original: none, one Linear)
+  centroid_momentum  0.9   EMA momentum of the class-mean codes used to classify
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from iteacnet.config import ModelConfig
+from iteacnet.models.base import METHODS, LossOutput, ModelInput, ModelSpec
+from iteacnet.models.baselines.common import (
+    MLP,
+    ModalityDecoders,
+    UtteranceBaseline,
+    Utterances,
+    baseline_options,
+    flatten_valid,
+    imputation_cells,
+    loss_parts,
+    missing_recon_loss,
+    utterance_task_loss,
+    utterances,
+)
+
+DEFAULTS = {"infer_steps": 10, "infer_lr": 0.5, "lamb": 1.0, "decoder_layers": (), "centroid_momentum": 0.9}
+
+
+def cpm_classification_loss(h: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """CPM-Net's structured loss, mean over utterances. h (N, L) codes, y (N,) classes.
+
+    s_nc = mean of h_nᵀh_m over the other utterances m of class c; a class with no other
+    utterance in the batch is no candidate, and an utterance alone in its class is skipped.
+    """
+    onehot = nn.functional.one_hot(y.long(), num_classes).to(h.dtype)  # (N, C)
+    sim = h @ h.T  # (N, N)
+    sim = sim - torch.diag_embed(torch.diagonal(sim))  # exclude self (the original's diag removal)
+    count = onehot.sum(0, keepdim=True) - onehot  # (N, C) others of each class
+    mean_sim = (sim @ onehot) / count.clamp(min=1)  # (N, C)
+    mean_sim = mean_sim.masked_fill(count == 0, float("-inf"))
+    usable = (count * onehot).sum(-1) > 0  # (N,)
+    if not bool(usable.any()):
+        return h.sum() * 0.0
+    mean_sim, y = mean_sim[usable], y[usable].long()  # (N', C), (N',)
+    own = mean_sim.gather(-1, y[:, None])[:, 0]  # (N',) s_n,y_n
+    best, pred = mean_sim.max(-1)  # (N',)
+    theta = (pred != y).to(h.dtype)  # margin 1 only where the utterance is misclassified
+    return torch.relu(theta + best - own).mean()
+
+
+class CPMNet(UtteranceBaseline):
+    def __init__(
+        self, spec: ModelSpec, latent: int, dropout: float, infer_steps: int, infer_lr: float,
+        lamb: float, decoder_layers: tuple[int, ...], centroid_momentum: float,
+    ) -> None:
+        super().__init__(spec)
+        d_in = sum(d for _, d in spec.dims) + len(spec.dims)
+        self.encoder = MLP(d_in, (latent,), latent, dropout)
+        self.decoders = ModalityDecoders(spec, latent, decoder_layers, 0.0)  # no dropout: g must be fixed
+        self.infer_steps, self.infer_lr, self.lamb = int(infer_steps), float(infer_lr), float(lamb)
+        self.momentum = float(centroid_momentum)
+        self.classify = spec.task == "classification"
+        self.head: nn.Module | None = None
+        if self.classify:
+            self.register_buffer("centroids", torch.zeros(spec.num_outputs, latent))  # (C, L) μ_c
+            self.register_buffer("seen", torch.zeros(spec.num_outputs, dtype=torch.bool))  # (C,)
+        else:
+            self.head = nn.Linear(latent, 1)
+
+    # ------------------------------------------------------------------ code inference
+    def view_errors(self, h: torch.Tensor, u: Utterances, per_dim: bool) -> torch.Tensor:
+        """(N,) Σ_v s_nv · (mean or sum over d) (g_v(h_n) − x_nv)²: reconstruction of present views."""
+        recon = self.decoders(h)
+        err = h.new_zeros(h.shape[0])
+        for j, m in enumerate(self.spec.modalities):
+            sq = (recon[m] - u.features[m]).pow(2)  # (N, d_m)
+            sq = sq.mean(-1) if per_dim else sq.sum(-1)
+            err = err + sq * u.present[:, j].to(h.dtype)
+        return err
+
+    def infer(self, u: Utterances, differentiable: bool) -> torch.Tensor:
+        """(N, L) codes: encoder initialisation, then gradient descent on ℓ_n with g fixed.
+
+        differentiable=True (training) keeps the graph through the steps (create_graph);
+        False (prediction) detaches and only differentiates with respect to h.
+        """
+        flags = u.present.to(u.features[self.spec.modalities[0]].dtype)
+        h = self.encoder(torch.cat([u.concat(self.spec.modalities), flags], dim=-1))  # (N, L)
+        with torch.enable_grad():
+            if not differentiable:
+                h = h.detach().requires_grad_(True)
+            for _ in range(self.infer_steps):
+                loss = self.view_errors(h, u, per_dim=True).sum()  # sum of independent ℓ_n
+                (grad,) = torch.autograd.grad(loss, h, create_graph=differentiable)
+                h = h - self.infer_lr * grad
+        return h if differentiable else h.detach()
+
+    # ------------------------------------------------------------------ outputs
+    def scores(self, h: torch.Tensor) -> torch.Tensor:
+        if self.head is not None:
+            return self.head(h)  # (N, 1)
+        return h @ self.centroids.T  # (N, C) similarity to each class's mean code
+
+    def utterance_outputs(self, u: Utterances) -> torch.Tensor:
+        return self.scores(self.infer(u, differentiable=False))
+
+    @torch.no_grad()
+    def _update_centroids(self, h: torch.Tensor, y: torch.Tensor) -> None:
+        onehot = nn.functional.one_hot(y.long(), self.spec.num_outputs).to(h.dtype)  # (N, C)
+        count = onehot.sum(0)  # (C,)
+        batch_mean = (onehot.T @ h) / count.clamp(min=1)[:, None]  # (C, L)
+        here = count > 0
+        blended = self.momentum * self.centroids + (1 - self.momentum) * batch_mean
+        new = torch.where(self.seen[:, None], blended, batch_mean)  # first sight: take the mean
+        self.centroids.copy_(torch.where(here[:, None], new, self.centroids))
+        self.seen |= here
+
+    def training_loss(self, full: ModelInput, masked: ModelInput, labels: torch.Tensor) -> LossOutput:
+        u = utterances(masked, self.spec)
+        y = flatten_valid(labels, masked.valid)  # (N,)
+        h = self.infer(u, differentiable=True)  # (N, L)
+        rec = self.view_errors(h, u, per_dim=False).mean()
+        if self.head is None:
+            task = cpm_classification_loss(h, y, self.spec.num_outputs)
+            self._update_centroids(h.detach(), y)
+        else:
+            task = utterance_task_loss(self.scores(h), y, self.spec)
+        total = rec + self.lamb * task
+        with torch.no_grad():
+            missing = flatten_valid(imputation_cells(full, masked), masked.valid)
+            target = utterances(full, self.spec).features
+            imputation = missing_recon_loss(self.decoders(h), target, missing, self.spec.modalities, "mean")
+        return LossOutput(total, loss_parts(loss=total, rec=rec, task=task, imputation=imputation))
+
+
+@METHODS.register("cpmnet")
+def build_cpmnet(spec: ModelSpec, cfg: ModelConfig) -> nn.Module:
+    o = baseline_options(cfg, DEFAULTS, "cpmnet")
+    return CPMNet(
+        spec, cfg.hidden, cfg.dropout, int(o["infer_steps"]), float(o["infer_lr"]), float(o["lamb"]),
+        tuple(int(w) for w in o["decoder_layers"]), float(o["centroid_momentum"]),
+    )

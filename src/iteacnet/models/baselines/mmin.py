@@ -1,0 +1,127 @@
+"""MMIN baseline: Missing Modality Imagination Network, utterance by utterance.
+
+Paper: J. Zhao, R. Li, Q. Jin, "Missing Modality Imagination Network for Emotion
+Recognition with Uncertain Missing Modalities", ACL 2021. Facts from AIM3-RUC/MMIN
+(models/mmin_model.py, models/utt_fusion_model.py, models/networks/autoencoder.py,
+scripts/CAP_mmin.sh) and GCNet's copy (zeroQiaoba/GCNet baseline-mmin, README runs).
+
+Stage 1, `pretrain_loss` (MMIN's `utt_fusion` model): per-modality encoders
+  d_m → [D, D] → D (MLPs with FC inputs, as GCNet's copy) and a fusion classifier
+  (M·D) → [D, D] → C, trained with L_emo on complete data.
+Stage 2, `training_loss`: the encoders continue from stage 1; a frozen snapshot of them
+  (the "pretrained encoder", taken at the first `training_loss` call) embeds the *missing*
+  modalities of the complete input (present ones zeroed: MMIN's `*_reverse`) as the
+  imagination target. From the masked embedding e (M·D) a cascaded residual autoencoder
+  imagines ê ≈ target (forward), and a second one maps ê back to e (backward/cycle):
+    L = ce_weight · L_emo(classifier(latents)) + mse_weight · MSE(ê, target)
+        + cycle_weight · MSE(cycle(ê), stopgrad(e)),
+  the classifier (n_blocks·ae_layers[-1]) → [D, D] → C reading the forward AE's
+  concatenated block latents. MSE is the mean over utterances and embedding dimensions.
+`predict`: encoders → forward AE → classifier on the masked input; the cycle AE and the
+  stage-1 classifier are training-only.
+
+Sizes: D = cfg.hidden (embd_size 128 and cls_layers 128,128 in the original); dropout =
+cfg.dropout (0.5 in MMIN's stage 2, 0.3 in its stage 1).
+
+Options (`ModelConfig.baseline`):
+  pretrain_epochs  (read by the engine; its default 0) epochs of stage 1 before stage 2.
+                   Set it: without stage 1 the imagination target comes from the encoders'
+                   random initialisation. MMIN trains stage 1 for 20 epochs, GCNet's runs 100.
+  ae_layers        (2·D, D, D/2)  widths of each residual AE (original: 256,128,64)
+  n_blocks         5     residual AEs per cascade (original: --n_blocks=5)
+  ce_weight        1.0   (original: --ce_weight=1.0)
+  mse_weight       4.0   imagination loss weight (original: --mse_weight=4.0)
+  cycle_weight     2.0   cycle-consistency loss weight (original: --cycle_weight=2.0)
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from iteacnet.config import ModelConfig
+from iteacnet.models.base import METHODS, LossOutput, ModelInput, ModelSpec
+from iteacnet.models.baselines.common import (
+    MLP,
+    ModalityEncoders,
+    ResidualAE,
+    UtteranceBaseline,
+    Utterances,
+    baseline_options,
+    flatten_valid,
+    loss_parts,
+    utterance_task_loss,
+    utterances,
+)
+
+DEFAULTS = {"ae_layers": None, "n_blocks": 5, "ce_weight": 1.0, "mse_weight": 4.0, "cycle_weight": 2.0}
+
+
+class MMIN(UtteranceBaseline):
+    def __init__(
+        self, spec: ModelSpec, hidden: int, dropout: float, ae_layers: tuple[int, ...], n_blocks: int,
+        ce_weight: float, mse_weight: float, cycle_weight: float,
+    ) -> None:
+        super().__init__(spec)
+        self.encoders = ModalityEncoders(spec, (hidden, hidden), hidden, dropout)
+        d = self.encoders.d_out  # M·D
+        # Stage 1's fusion classifier (MMIN's utt_fusion netC); not used after stage 1.
+        self.pretrain_classifier = MLP(d, (hidden, hidden), spec.num_outputs, dropout)
+        # The frozen imagination target: a snapshot of the encoders taken when stage 2 starts.
+        self.teacher = copy.deepcopy(self.encoders).requires_grad_(False)
+        self.register_buffer("teacher_ready", torch.zeros((), dtype=torch.bool))
+        self.imagine = ResidualAE(d, ae_layers, n_blocks)
+        self.cycle = ResidualAE(d, ae_layers, n_blocks)
+        self.classifier = MLP(self.imagine.d_latent, (hidden, hidden), spec.num_outputs, dropout)
+        self.ce_weight, self.mse_weight, self.cycle_weight = float(ce_weight), float(mse_weight), float(cycle_weight)
+
+    def train(self, mode: bool = True) -> MMIN:
+        super().train(mode)
+        self.teacher.eval()  # the pretrained encoder runs in test mode (no dropout), as in MMIN
+        return self
+
+    def utterance_outputs(self, u: Utterances) -> torch.Tensor:
+        _, latent = self.imagine(self.encoders(u.features))  # (N, n_blocks·ae_layers[-1])
+        return self.classifier(latent)  # (N, C)
+
+    def pretrain_loss(self, full: ModelInput, labels: torch.Tensor) -> LossOutput:
+        """Stage 1: encoders + fusion classifier with L_emo on complete data."""
+        u = utterances(full, self.spec)
+        logits = self.pretrain_classifier(self.encoders(u.features))  # (N, C)
+        task = utterance_task_loss(logits, flatten_valid(labels, full.valid), self.spec)
+        return LossOutput(task, loss_parts(loss=task, task=task))
+
+    @torch.no_grad()
+    def _snapshot_teacher(self) -> None:
+        self.teacher.load_state_dict(self.encoders.state_dict())
+        self.teacher_ready.fill_(True)
+
+    def training_loss(self, full: ModelInput, masked: ModelInput, labels: torch.Tensor) -> LossOutput:
+        if not bool(self.teacher_ready):
+            self._snapshot_teacher()
+        u = utterances(masked, self.spec)
+        complete = utterances(full, self.spec)
+        emb = self.encoders(u.features)  # (N, M·D) what the model sees
+        imagined, latent = self.imagine(emb)  # (N, M·D), (N, n_blocks·ae_layers[-1])
+        back, _ = self.cycle(imagined)  # (N, M·D)
+        with torch.no_grad():
+            # MMIN's "reverse" input: only the modalities the mask hid, the present ones zeroed.
+            hidden = {m: x * (~u.present[:, j : j + 1]).to(x.dtype)
+                      for j, (m, x) in enumerate(complete.features.items())}
+            target = self.teacher(hidden)  # (N, M·D)
+        task = utterance_task_loss(self.classifier(latent), flatten_valid(labels, masked.valid), self.spec)
+        imagination = F.mse_loss(imagined, target)
+        cycle = F.mse_loss(back, emb.detach())
+        total = self.ce_weight * task + self.mse_weight * imagination + self.cycle_weight * cycle
+        return LossOutput(total, loss_parts(loss=total, task=task, imagination=imagination, cycle=cycle))
+
+
+@METHODS.register("mmin")
+def build_mmin(spec: ModelSpec, cfg: ModelConfig) -> nn.Module:
+    o = baseline_options(cfg, DEFAULTS, "mmin")
+    h = cfg.hidden
+    layers = tuple(int(w) for w in (o["ae_layers"] or (2 * h, h, max(1, h // 2))))
+    return MMIN(spec, h, cfg.dropout, layers, int(o["n_blocks"]), o["ce_weight"], o["mse_weight"], o["cycle_weight"])

@@ -1,0 +1,86 @@
+"""ECCE: Emotion Context Change Encoding (METHOD §2; paper Eqs. 5–6, 10–11, Algorithm 1).
+
+Axis legend: B = conversations, T = utterances (padded), D = hidden size, H = attention heads.
+
+ECCE turns one modality's utterance sequence into an additive attention bias E (B, H, T, T):
+
+    L    = Conv1d_k(h)                          local context        (Eq. 5; `local=False`: L = h)
+    C_ij = mean(L_k, k in [min(i,j), max(i,j)])  context change       (Eq. 6)
+    E_ij = W C_ij + b, one value per head;  E_ij = 0 where |i - j| > max_span
+
+`W` and the span mean are both linear, so `mean(W L_k + b) = W mean(L_k) + b`: we project to
+Z = W L + b (B, T, H) first and take span means of Z with prefix sums. Memory is O(B·T²·H),
+never O(B·T²·D).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def span_means(z: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean of z over the valid utterances of every span [min(i,j), max(i,j)].
+
+    z: (B, T, H), valid: (B, T) bool -> (B, T, T, H). Spans with no valid utterance give 0.
+    Averaging over valid utterances only keeps the result independent of padding even if a
+    batch had padding holes; with right padding it is the plain span mean.
+    """
+    B, T, H = z.shape
+    m = valid.to(z.dtype).unsqueeze(-1)  # (B, T, 1)
+    zero = z.new_zeros(B, 1, H)
+    # prefix sums with a leading zero: P[t] = sum_{k < t}, so sum over [a, b] = P[b+1] - P[a]
+    pz = torch.cat([zero, torch.cumsum(z * m, dim=1)], dim=1)  # (B, T+1, H)
+    pn = torch.cat([zero[..., :1], torch.cumsum(m, dim=1)], dim=1)  # (B, T+1, 1)
+    idx = torch.arange(T, device=z.device)
+    lo = torch.minimum(idx[:, None], idx[None, :])  # (T, T)
+    hi = torch.maximum(idx[:, None], idx[None, :]) + 1  # (T, T)
+    total = pz[:, hi] - pz[:, lo]  # (B, T, T, H)
+    count = pn[:, hi] - pn[:, lo]  # (B, T, T, 1)
+    return total / count.clamp_min(1.0)
+
+
+class ECCE(nn.Module):
+    """Per-modality context-change bias for self-attention.
+
+    forward(h (B, T, D), valid (B, T) bool) -> bias (B, H, T, T), or None when `enabled=False`
+    (vanilla self-attention, the paper's Table 1 ablation). The bias is zero beyond `max_span`
+    and on rows/columns of padding (the attention's key padding mask handles padded keys).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        kernel: int = 7,
+        max_span: int = 30,
+        local: bool = True,
+        enabled: bool = True,
+    ) -> None:
+        super().__init__()
+        if kernel % 2 != 1:
+            raise ValueError(f"ECCE kernel must be odd to keep the length, got {kernel}")
+        self.heads = heads
+        self.max_span = max_span
+        self.enabled = enabled
+        # A disabled ECCE owns no parameters, so parameter counts match the ablated model.
+        self.conv = (
+            nn.Conv1d(dim, dim, kernel, padding=kernel // 2) if (enabled and local) else None
+        )
+        self.proj = nn.Linear(dim, heads) if enabled else None
+
+    def forward(self, h: torch.Tensor, valid: torch.Tensor) -> torch.Tensor | None:
+        if self.proj is None:
+            return None
+        m = valid.to(h.dtype).unsqueeze(-1)  # (B, T, 1)
+        L = h * m  # (B, T, D); zero padding so the conv sees zero-padded conversations
+        if self.conv is not None:
+            L = self.conv(L.transpose(1, 2)).transpose(1, 2) * m  # (B, T, D)
+        z = self.proj(L)  # (B, T, H)  Z = W L + b, projected before the O(T²) step
+        c = span_means(z, valid)  # (B, T, T, H)
+        T = h.shape[1]
+        idx = torch.arange(T, device=h.device)
+        near = (idx[:, None] - idx[None, :]).abs() <= self.max_span  # (T, T)
+        pair = valid[:, :, None] & valid[:, None, :] & near  # (B, T, T)
+        c = c * pair.unsqueeze(-1).to(c.dtype)
+        return c.permute(0, 3, 1, 2).contiguous()  # (B, H, T, T)

@@ -1,0 +1,293 @@
+"""Train and evaluate loops as plain functions (the MAE way): data in, numbers out.
+
+Axis legend: B = conversations, T = utterances, M = modalities, C = outputs,
+N = utterances of a split (flat, dialogue after dialogue in the split's order).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from iteacnet.config import ExperimentConfig, TrainConfig, replace
+from iteacnet.data.batching import Batch, iterate_batches
+from iteacnet.data.corpus import Corpus
+from iteacnet.evaluation.metrics import compute_metrics
+from iteacnet.evaluation.splits import Split, make_split
+from iteacnet.masking import achieved_rate, fixed_mask, sample_mask, stable_seed
+from iteacnet.models.base import Method, ModelInput, ModelSpec
+from iteacnet.training.checkpoint import load_training_state, save_checkpoint, save_training_state
+from iteacnet.training.frameworks import build_method
+
+
+# ---------------------------------------------------------------------------- data
+@dataclass
+class PreparedData:
+    """A corpus standardized on its training split, with the split and the model spec."""
+
+    corpus: Corpus  # standardized features
+    split: Split
+    spec: ModelSpec
+    stats: dict[str, tuple[np.ndarray, np.ndarray]]  # modality -> (mean, std) of the training split
+
+
+def prepare(corpus: Corpus, cfg: ExperimentConfig) -> PreparedData:
+    """Split per the protocol, standardize with training statistics, derive the ModelSpec."""
+    split = make_split(corpus, cfg.data)
+    stats = corpus.standardization_stats(list(split.train))
+    spec = ModelSpec(
+        dims=tuple(corpus.dims.items()),
+        num_outputs=corpus.num_classes,
+        task=corpus.task,
+        num_speakers=max(1, len(corpus.speaker_names)),
+        regression_loss=cfg.train.regression_loss,
+    )
+    return PreparedData(corpus.standardized(stats), split, spec, stats)
+
+
+def split_rows(corpus: Corpus, dialogues: tuple[int, ...] | list[int]) -> np.ndarray:
+    """(N,) corpus rows of a split, dialogue after dialogue in the split's order."""
+    if len(dialogues) == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.concatenate([np.arange(corpus.offsets[i], corpus.offsets[i + 1]) for i in dialogues])
+
+
+def model_input(batch: Batch, present: torch.Tensor) -> ModelInput:
+    """Zero every missing (or padded) modality: a missing modality is an all-zero vector."""
+    feats = {m: x * present[..., j : j + 1].to(x.dtype) for j, (m, x) in enumerate(batch.features.items())}
+    return ModelInput(features=feats, present=present, valid=batch.valid, speakers=batch.speakers)
+
+
+def training_rate(train: TrainConfig, generator: torch.Generator) -> float:
+    """IME: the fixed rate; UME: a rate drawn per batch, uniform on [0, ume_max_rate]."""
+    if train.protocol == "ime":
+        return train.rate
+    return float(torch.rand((), generator=generator)) * train.ume_max_rate
+
+
+# ---------------------------------------------------------------------------- train
+def train_one_epoch(
+    method: nn.Module,
+    opt: torch.optim.Optimizer,
+    data: PreparedData,
+    train: TrainConfig,
+    generator: torch.Generator,
+) -> dict[str, float]:
+    method.train()
+    sums: dict[str, float] = {}
+    n = 0
+    for batch in iterate_batches(data.corpus, data.split.train, train.batch_size, generator):
+        batch = batch.to(train.device)
+        rate = training_rate(train, generator)
+        mask = sample_mask(batch.valid, batch.available.shape[-1], rate, generator, batch.available)
+        full = model_input(batch, batch.available)
+        masked = model_input(batch, mask)
+        out = cast(Method, method).training_loss(full, masked, batch.labels)
+        opt.zero_grad(set_to_none=True)
+        out.total.backward()
+        if train.grad_clip > 0:
+            nn.utils.clip_grad_norm_(method.parameters(), train.grad_clip)
+        opt.step()
+        for k, v in out.parts.items():
+            sums[k] = sums.get(k, 0.0) + v
+        n += 1
+    return {k: v / max(n, 1) for k, v in sums.items()}
+
+
+# ---------------------------------------------------------------------------- predict / score
+@torch.no_grad()
+def predict_split(
+    method: nn.Module,
+    corpus: Corpus,
+    dialogues: tuple[int, ...] | list[int],
+    present: np.ndarray | None,
+    batch_size: int = 32,
+    device: str = "cpu",
+) -> np.ndarray:
+    """(N, C) outputs for a split under a fixed (N, M) presence mask (None: all available)."""
+    method.eval()
+    rows = split_rows(corpus, dialogues)
+    pos = np.full(corpus.num_utterances, -1, dtype=np.int64)
+    pos[rows] = np.arange(len(rows))
+    out: np.ndarray | None = None
+    for batch in iterate_batches(corpus, list(dialogues), batch_size):
+        batch = batch.to(device)
+        if present is None:
+            mask = batch.available
+        else:
+            p = pos[batch.index.clamp(min=0).cpu().numpy()]  # (B, T)
+            mask = torch.from_numpy(present[p]).to(device) & batch.available
+            mask &= batch.valid[..., None]
+        pred = cast(Method, method).predict(model_input(batch, mask))  # (B, T, C)
+        if out is None:
+            out = np.zeros((len(rows), pred.shape[-1]), dtype=np.float32)
+        v = batch.valid.cpu().numpy()
+        out[pos[batch.index.cpu().numpy()[v]]] = pred[batch.valid].float().cpu().numpy()
+    return out if out is not None else np.zeros((0, 1), dtype=np.float32)
+
+
+def eval_masks(
+    data: PreparedData, split_name: str, rates: tuple[float, ...], seed: int
+) -> dict[float, np.ndarray]:
+    """Fixed (N, M) masks for one split: identical for every method (METHOD §6)."""
+    dialogues = getattr(data.split, split_name)
+    rows = split_rows(data.corpus, dialogues)
+    avail = data.corpus.available_matrix()[rows]
+    key = split_name if data.split.name == "" else f"{data.split.name}/{split_name}"
+    return {
+        r: fixed_mask(data.corpus.name, key, r, seed, len(rows), avail.shape[1], avail) for r in rates
+    }
+
+
+def score_masks(
+    method: nn.Module,
+    data: PreparedData,
+    split_name: str,
+    masks: dict[Any, np.ndarray],
+    batch_size: int = 32,
+    device: str = "cpu",
+) -> dict[Any, dict[str, float]]:
+    """Metrics (plus the achieved missing rate) of `method` on a split under each mask."""
+    dialogues = getattr(data.split, split_name)
+    rows = split_rows(data.corpus, dialogues)
+    labels = data.corpus.labels[rows]
+    valid = torch.ones(len(rows), dtype=torch.bool)
+    results = {}
+    for key, mask in masks.items():
+        outputs = predict_split(method, data.corpus, dialogues, mask, batch_size, device)
+        metrics = compute_metrics(outputs, labels, data.corpus.task)
+        metrics["achieved_rate"] = achieved_rate(torch.from_numpy(mask), valid)
+        results[key] = metrics
+    return results
+
+
+# ---------------------------------------------------------------------------- fit
+@dataclass
+class FitResult:
+    method: nn.Module  # best weights on validation loaded
+    best_epoch: int
+    best_score: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def selection_rates(cfg: ExperimentConfig) -> tuple[float, ...]:
+    """UME selects on the mean validation WAF over the evaluation rates; IME on its own rate."""
+    return (cfg.train.rate,) if cfg.train.protocol == "ime" else cfg.eval.rates
+
+
+def make_optimizer(method: nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
+    groups = cast(Method, method).param_groups(train.lr, train.router_lr)
+    return torch.optim.AdamW(groups, weight_decay=train.weight_decay)
+
+
+def checkpoint_meta(data: PreparedData, cfg: ExperimentConfig, extra: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint needs to be used on new data: the spec and the standardization."""
+    return {
+        "spec": {
+            "dims": [list(d) for d in data.spec.dims], "num_outputs": data.spec.num_outputs,
+            "task": data.spec.task, "num_speakers": data.spec.num_speakers,
+            "regression_loss": data.spec.regression_loss,
+        },
+        "class_names": list(data.corpus.class_names),
+        "speaker_names": list(data.corpus.speaker_names),
+        "standardization": {m: {"mean": mu.tolist(), "std": sd.tolist()} for m, (mu, sd) in data.stats.items()},
+        "split": {"name": data.split.name, "selection": data.split.selection, "note": data.split.note},
+        **extra,
+    }
+
+
+def fit(
+    cfg: ExperimentConfig,
+    data: PreparedData,
+    out_dir: Path | None = None,
+    resume: bool = True,
+    stop_after: int | None = None,
+) -> FitResult:
+    """Train `cfg.model.method` with model selection on validation; checkpoint to `out_dir`.
+
+    With `out_dir`, the state after every epoch goes to `out_dir/last` and training resumes
+    from it, giving the same result as an uninterrupted run. `stop_after` ends after that
+    many epochs of this call (used to test resumption).
+    """
+    train = cfg.train
+    torch.manual_seed(train.seed)  # parameter init and dropout are seeded per run
+    method = build_method(data.spec, cfg.model).to(train.device)
+    opt = make_optimizer(method, train)
+    generator = torch.Generator().manual_seed(stable_seed("train", train.seed, cfg.data.fold))
+    val_name = "valid"
+    val_masks = eval_masks(data, val_name, selection_rates(cfg), cfg.eval.mask_seed)
+    best_state: dict[str, torch.Tensor] | None = None
+    best_score, best_epoch, start, history = -math.inf, -1, 0, []
+    last = out_dir / "last" if out_dir is not None else None
+    if last is not None and resume:
+        restored = load_training_state(last, method, opt, generator)
+        if restored is not None:
+            best_state, info = restored
+            best_score, best_epoch = info["best_score"], info["best_epoch"]
+            start, history = info["epoch"] + 1, info["history"]
+    t0 = time.perf_counter()
+    pretrain_epochs = int(cfg.model.baseline_kwargs().get("pretrain_epochs", 0))
+    bar = tqdm(range(start, train.epochs), desc=cfg.name, disable=not train.progress, dynamic_ncols=True,
+               initial=start, total=train.epochs)
+    done_here = 0
+    for epoch in bar:
+        if epoch < pretrain_epochs and hasattr(method, "pretrain_loss"):
+            parts = _pretrain_epoch(method, opt, data, train, generator)
+        else:
+            parts = train_one_epoch(method, opt, data, train, generator)
+        row: dict[str, float] = {"epoch": epoch, **parts}
+        if (epoch + 1) % train.eval_every == 0 or epoch + 1 == train.epochs:
+            scores = score_masks(method, data, val_name, val_masks, train.batch_size, train.device)
+            score = float(np.mean([s["waf"] for s in scores.values()]))
+            row["val_waf"] = score
+            if score > best_score:
+                best_score, best_epoch = score, epoch
+                best_state = copy.deepcopy({k: v.detach().cpu() for k, v in method.state_dict().items()})
+            bar.set_postfix(loss=f"{parts.get('loss', 0.0):.3f}", val_waf=f"{score:.2f}", best=f"{best_score:.2f}")
+        history.append(row)
+        if last is not None:
+            info = {"epoch": epoch, "best_score": best_score, "best_epoch": best_epoch, "history": history}
+            save_training_state(last, method, best_state, opt, generator, info)
+        done_here += 1
+        if stop_after is not None and done_here >= stop_after and epoch + 1 < train.epochs:
+            return FitResult(method, best_epoch, best_score, history, time.perf_counter() - t0)
+    if best_state is not None:
+        method.load_state_dict(best_state)
+    result = FitResult(method, best_epoch, best_score, history, time.perf_counter() - t0)
+    if out_dir is not None:
+        meta = checkpoint_meta(data, cfg, {"best_epoch": best_epoch, "best_val_waf": best_score, "history": history})
+        save_checkpoint(out_dir, method, cfg, meta)
+    return result
+
+
+def _pretrain_epoch(
+    method: nn.Module, opt: torch.optim.Optimizer, data: PreparedData, train: TrainConfig, generator: torch.Generator
+) -> dict[str, float]:
+    """One epoch of a method's own stage-1 objective on complete data (MMIN's encoders)."""
+    method.train()
+    sums: dict[str, float] = {}
+    n = 0
+    for batch in iterate_batches(data.corpus, data.split.train, train.batch_size, generator):
+        batch = batch.to(train.device)
+        out = method.pretrain_loss(model_input(batch, batch.available), batch.labels)  # type: ignore[operator]
+        opt.zero_grad(set_to_none=True)
+        out.total.backward()
+        opt.step()
+        for k, v in out.parts.items():
+            sums[f"pre_{k}"] = sums.get(f"pre_{k}", 0.0) + v
+        n += 1
+    return {k: v / max(n, 1) for k, v in sums.items()}
+
+
+def with_seed(cfg: ExperimentConfig, seed: int) -> ExperimentConfig:
+    return replace(cfg, **{"train.seed": seed})
