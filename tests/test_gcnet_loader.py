@@ -205,6 +205,13 @@ def test_truncated_npy_is_named(mosi: Layout) -> None:
         load(mosi)
 
 
+def test_npz_archive_is_named(mosi: Layout) -> None:
+    with mosi.file("audio", "vidA_3").open("wb") as f:
+        np.savez(f, a=np.zeros(4))
+    with pytest.raises(CorpusError, match=r"vidA_3\.npy: not a single \.npy array"):
+        load(mosi)
+
+
 def test_empty_npy_is_named(mosi: Layout) -> None:
     np.save(mosi.file("visual", "c3_2"), np.zeros((0, 3), np.float32))
     with pytest.raises(CorpusError, match=r"c3_2\.npy is empty"):

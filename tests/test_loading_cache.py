@@ -219,6 +219,20 @@ def test_unwritable_root_falls_back_to_user_cache(
     assert path.parent == tmp_path / "xdg" / "iteacnet"
 
 
+def test_write_protected_root_falls_back_even_for_root_user(
+    mosi: Layout, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    mode = mosi.root.stat().st_mode
+    mosi.root.chmod(0o555)  # as the shared data folder is
+    try:
+        path = build_cache(cfg_for(mosi))
+    finally:
+        mosi.root.chmod(mode)
+    assert path.parent == tmp_path / "xdg" / "iteacnet"
+    assert not (mosi.root / CACHE_DIRNAME).exists()
+
+
 def test_missing_files_survive_the_cache(mosi: Layout) -> None:
     mosi.file("visual", "vidA_2").unlink()
     cfg = cfg_for(mosi, allow_missing_files=True)

@@ -4,6 +4,8 @@
     iteacnet train --preset P [--set section.field=value ...]
     iteacnet evaluate --checkpoint DIR
     iteacnet data inspect|cache --corpus C --root DIR [--text F --audio F --visual F]
+    iteacnet extract text --out DIR (--label-file PKL | --transcripts FILE)
+    iteacnet predict --checkpoint DIR --input conversation.jsonl [--output out.json|out.csv]
     iteacnet list                        methods, mixers, frameworks, presets
 """
 
@@ -251,6 +253,12 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     grid = dict(body["grid"])
     if args.seeds:
         grid["seeds"] = _seeds(args.seeds)
+    if args.tables:
+        grid["tables"] = _seeds(args.tables)
+        grid.pop("variants", None)
+    if args.variants:
+        grid["variants"] = [v for v in args.variants.split(",") if v]
+        grid.pop("tables", None)
     try:
         spec = GridSpec.from_dict(grid)
     except (ValueError, KeyError) as e:
@@ -280,6 +288,91 @@ def cmd_report(args: argparse.Namespace) -> int:
     md = grid_report(rows, out, title=f"Report of {path.name}")
     print(md.read_text())
     print(f"report: {md}")
+    return 0
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from iteacnet.data.extract import (
+        ExtractUnavailable,
+        TranscriptError,
+        extract_text_features,
+        read_transcripts,
+        transcripts_from_label_file,
+    )
+
+    if (args.label_file is None) == (args.transcripts is None):
+        raise SystemExit("iteacnet extract text: give exactly one of --label-file or --transcripts")
+    try:
+        if args.label_file is not None:
+            items = transcripts_from_label_file(Path(args.label_file))
+        else:
+            items = read_transcripts(Path(args.transcripts))
+        report = extract_text_features(items, Path(args.out), batch_size=args.batch_size, overwrite=args.overwrite)
+    except (ExtractUnavailable, TranscriptError, ValueError, OSError) as e:
+        raise SystemExit(f"iteacnet extract text: {e}") from None
+    print(f"{report.written} written, {report.skipped} kept (already there) -> {report.out_dir} "
+          f"({report.seconds:.1f} s); manifest: {report.out_dir / 'manifest.json'}")
+    return 0
+
+
+def _prediction_csv(rows: list[dict[str, Any]], classes: tuple[str, ...]) -> str:
+    import csv
+    import io
+
+    keys = ["dialogue"] if any("dialogue" in r for r in rows) else []
+    keys += ["id", "speaker", "modalities"]
+    keys += ["label", *(f"p_{c}" for c in classes)] if classes else ["score"]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(keys)
+    for r in rows:
+        flat = {**r, "modalities": "+".join(r["modalities"]), "speaker": r.get("speaker") or ""}
+        flat.update({f"p_{c}": f"{p:.6f}" for c, p in r.get("probabilities", {}).items()})
+        if "score" in r:
+            flat["score"] = f"{r['score']:.6f}"
+        w.writerow([flat.get(k, "") for k in keys])
+    return buf.getvalue()
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import os
+
+    from iteacnet.data.conversation import (
+        ConversationError,
+        read_conversation_jsonl,
+        split_dialogues,
+    )
+    from iteacnet.data.extract import ExtractUnavailable
+    from iteacnet.inference import PredictError, Predictor
+
+    out = Path(args.output) if args.output else None
+    fmt = "json" if out is None else out.suffix.lower().lstrip(".")
+    if fmt not in ("json", "csv"):
+        raise SystemExit(f"iteacnet predict: --output must end in .json or .csv, got {out}")
+    try:
+        predictor = Predictor.from_checkpoint(args.checkpoint)
+        conversations = split_dialogues(read_conversation_jsonl(args.input))
+        results = [r for conv in predictor.predict_batch(conversations) for r in conv]
+    except (PredictError, ConversationError, ExtractUnavailable, FileNotFoundError) as e:
+        raise SystemExit(f"iteacnet predict: {e}") from None
+    if fmt == "csv":
+        text = _prediction_csv(results, predictor.class_names)
+    else:
+        body = {"checkpoint": str(args.checkpoint), "task": predictor.task,
+                "classes": list(predictor.class_names), "predictions": results}
+        text = json.dumps(body, indent=2) + "\n"
+    if out is None:
+        sys.stdout.write(text)
+        return 0
+    # Whole file or nothing: write beside the target, then rename over it.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    print(f"{len(results)} predictions -> {out}", file=sys.stderr)
     return 0
 
 
@@ -325,10 +418,26 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--executor", default="local", help="local | ray")
     sp.add_argument("--address", default=None, help="ray: cluster address (default: start a local Ray)")
     sp.add_argument("--seeds", help="override the grid's seeds, e.g. 0,1,2")
+    sp.add_argument("--tables", help="only these tables' variants, e.g. 2,4")
+    sp.add_argument("--variants", help="only these variants (see `iteacnet list`), e.g. iteacnet,gcnet")
 
     sp = add("report", cmd_report, "rebuild tables and plots from a results file, without training", config=False)
     sp.add_argument("results", help="cells.jsonl, results.json or results.csv")
     sp.add_argument("--out", help="output folder (default: beside RESULTS)")
+
+    sp = add("extract", cmd_extract, "embed transcripts offline into a feature folder (GCNet layout)", config=False)
+    sp.add_argument("what", choices=["text"], help="the modality to extract (text: all-MiniLM-L6-v2, 384-d)")
+    sp.add_argument("--out", required=True, help="feature folder to write, e.g. ROOT/features/text-minilm-384")
+    sp.add_argument("--label-file", help="a GCNet label pickle (its videoSentence transcripts)")
+    sp.add_argument("--transcripts", help="JSONL ({\"id\": ..., \"text\": ...} a line) or CSV (id,text header)")
+    sp.add_argument("--batch-size", type=int, default=64)
+    sp.add_argument("--overwrite", action="store_true", help="re-embed utterances whose file exists")
+
+    sp = add("predict", cmd_predict, "label a new conversation (JSONL, one utterance a line) with a checkpoint",
+             config=False)
+    sp.add_argument("--checkpoint", required=True, help="a checkpoint folder (model.safetensors, config.json, meta.json)")
+    sp.add_argument("--input", required=True, help="conversation JSONL: id, speaker, text and/or features per line")
+    sp.add_argument("--output", help="out.json or out.csv (default: JSON to stdout)")
 
     add("list", cmd_list, "list methods, mixers, frameworks and presets", config=False)
     return p

@@ -39,7 +39,8 @@ class DataConfig:
 
     corpus: str = "synthetic"  # synthetic | iemocap4 | iemocap6 | cmumosi | cmumosei
     root: str = ""  # GCNet-layout folder (e.g. ../shared/data/CMUMOSI); empty for synthetic
-    # Feature folder per modality under <root>/features; an empty string drops the modality.
+    # Feature folder per modality under <root>/features: "none" drops the modality; "" takes
+    # the GCNet default folder if it exists (see data/loading.py).
     text_feature: str = ""
     audio_feature: str = ""
     visual_feature: str = ""

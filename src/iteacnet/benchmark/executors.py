@@ -1,4 +1,5 @@
-"""Grid executors: how cells get run. `local` uses worker processes on this machine.
+"""Grid executors: how cells get run. `local` uses worker processes on this machine,
+`ray` a Ray cluster (an optional extra, imported only when chosen).
 
 An executor is built as `EXECUTORS[name](workers=..., **kw)` and has
 `run(cells, on_done)`, calling `on_done(cell, rows)` in the driver as each cell finishes.
@@ -54,3 +55,11 @@ class LocalExecutor:
                 for fut in finished:
                     cell = pending.pop(fut)
                     on_done(cell, fut.result())
+
+
+@EXECUTORS.register("ray")
+def ray_executor(workers: int = 1, **kw: Any) -> Any:
+    """Cells as Ray tasks (iteacnet.benchmark.ray_executor); Ray is imported only here."""
+    from iteacnet.benchmark.ray_executor import RayExecutor
+
+    return RayExecutor(workers=workers, **kw)

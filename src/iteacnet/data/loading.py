@@ -8,8 +8,8 @@ Which feature folders are loaded (fields `text_feature`, `audio_feature`, `visua
   keep the modality (the synthetic corpus has all three).
 
 The cache (`Corpus.save`/`Corpus.load`) lives in `cfg.cache_dir`, else
-`<root>/.iteacnet-cache`, else (root not writable) `$XDG_CACHE_HOME/iteacnet` or
-`~/.cache/iteacnet`. Its file name carries a hash of every input (corpus name, label file
+`<root>/.iteacnet-cache`, else (root not writable, or write-protected by its permission
+bits even for the superuser) `$XDG_CACHE_HOME/iteacnet` or `~/.cache/iteacnet`. Its file name carries a hash of every input (corpus name, label file
 path/size/mtime, each feature folder's path/file count/bytes/latest mtime,
 `allow_missing_files`, `LOADER_VERSION`), so any change of the inputs rebuilds it.
 """
@@ -106,7 +106,21 @@ def cache_key(cfg: DataConfig, folders: dict[str, str]) -> str:
     return hashlib.sha256(blob).hexdigest()[:20]
 
 
+def _write_protected(directory: Path) -> bool:
+    """True if the nearest existing folder has no write bit at all.
+
+    The superuser can write there anyway, so probing alone would put caches inside
+    deliberately read-only data folders (e.g. a shared ../shared/data).
+    """
+    for d in (directory, *directory.parents):
+        if d.exists():
+            return d.stat().st_mode & 0o222 == 0
+    return False
+
+
 def _writable(directory: Path) -> bool:
+    if _write_protected(directory):
+        return False
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=directory, prefix=".probe-"):

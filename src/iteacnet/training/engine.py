@@ -11,7 +11,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -74,6 +74,39 @@ def training_rate(train: TrainConfig, generator: torch.Generator) -> float:
     return float(torch.rand((), generator=generator)) * train.ume_max_rate
 
 
+# ---------------------------------------------------------------------------- data parallel
+class Parallel(Protocol):
+    """Data-parallel training over processes (implemented by training.distributed).
+
+    Every rank draws the same batches and masks; each trains on its share of every batch's
+    conversations (`shard_batch`) and `sync_grads` sums the gradients over the ranks.
+    """
+
+    rank: int
+    world: int
+
+    def sync_grads(self, module: nn.Module) -> None: ...
+
+    def all_sum(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def sum_floats(self, values: dict[str, float]) -> dict[str, float]: ...
+
+
+def shard_batch(batch: Batch, mask: torch.Tensor, rank: int, world: int) -> tuple[Batch, torch.Tensor, float]:
+    """This rank's conversations of a batch (every `world`-th, from `rank`), its mask rows,
+    and its share of the batch's valid utterances: the weight under which per-rank means
+    over valid utterances sum to the whole batch's mean. T is kept, padding and all."""
+    idx = torch.arange(rank, batch.valid.shape[0], world, device=batch.valid.device)
+    part = Batch(
+        features={m: x[idx] for m, x in batch.features.items()},
+        available=batch.available[idx], valid=batch.valid[idx], speakers=batch.speakers[idx],
+        labels=batch.labels[idx], index=batch.index[idx],
+        dialogues=[batch.dialogues[i] for i in idx.tolist()],
+    )
+    share = float(part.valid.sum()) / max(float(batch.valid.sum()), 1.0)
+    return part, mask[idx], share
+
+
 # ---------------------------------------------------------------------------- train
 def train_one_epoch(
     method: nn.Module,
@@ -81,6 +114,7 @@ def train_one_epoch(
     data: PreparedData,
     train: TrainConfig,
     generator: torch.Generator,
+    parallel: Parallel | None = None,
 ) -> dict[str, float]:
     method.train()
     sums: dict[str, float] = {}
@@ -89,17 +123,25 @@ def train_one_epoch(
         batch = batch.to(train.device)
         rate = training_rate(train, generator)
         mask = sample_mask(batch.valid, batch.available.shape[-1], rate, generator, batch.available)
-        full = model_input(batch, batch.available)
-        masked = model_input(batch, mask)
-        out = cast(Method, method).training_loss(full, masked, batch.labels)
+        weight = 1.0
+        if parallel is not None:
+            batch, mask, weight = shard_batch(batch, mask, parallel.rank, parallel.world)
         opt.zero_grad(set_to_none=True)
-        out.total.backward()
+        if weight > 0:  # a rank with no conversation in this batch still joins the gradient sum
+            full = model_input(batch, batch.available)
+            masked = model_input(batch, mask)
+            out = cast(Method, method).training_loss(full, masked, batch.labels)
+            (out.total * weight if parallel is not None else out.total).backward()
+            for k, v in out.parts.items():
+                sums[k] = sums.get(k, 0.0) + v * weight
+        if parallel is not None:
+            parallel.sync_grads(method)
         if train.grad_clip > 0:
             nn.utils.clip_grad_norm_(method.parameters(), train.grad_clip)
         opt.step()
-        for k, v in out.parts.items():
-            sums[k] = sums.get(k, 0.0) + v
         n += 1
+    if parallel is not None:
+        sums = parallel.sum_floats(sums)
     return {k: v / max(n, 1) for k, v in sums.items()}
 
 
@@ -155,19 +197,42 @@ def score_masks(
     masks: dict[Any, np.ndarray],
     batch_size: int = 32,
     device: str = "cpu",
+    parallel: Parallel | None = None,
 ) -> dict[Any, dict[str, float]]:
-    """Metrics (plus the achieved missing rate) of `method` on a split under each mask."""
+    """Metrics (plus the achieved missing rate) of `method` on a split under each mask.
+
+    With `parallel`, each rank predicts its share of the dialogues and the outputs are
+    summed over the ranks, so every rank computes the same metrics."""
     dialogues = getattr(data.split, split_name)
     rows = split_rows(data.corpus, dialogues)
     labels = data.corpus.labels[rows]
     valid = torch.ones(len(rows), dtype=torch.bool)
     results = {}
     for key, mask in masks.items():
-        outputs = predict_split(method, data.corpus, dialogues, mask, batch_size, device)
+        if parallel is None:
+            outputs = predict_split(method, data.corpus, dialogues, mask, batch_size, device)
+        else:
+            outputs = _predict_sharded(method, data, dialogues, rows, mask, batch_size, device, parallel)
         metrics = compute_metrics(outputs, labels, data.corpus.task)
         metrics["achieved_rate"] = achieved_rate(torch.from_numpy(mask), valid)
         results[key] = metrics
     return results
+
+
+def _predict_sharded(
+    method: nn.Module, data: PreparedData, dialogues: tuple[int, ...] | list[int], rows: np.ndarray,
+    mask: np.ndarray, batch_size: int, device: str, parallel: Parallel,
+) -> np.ndarray:
+    """`predict_split` over this rank's dialogues, assembled on every rank by a sum."""
+    mine = list(dialogues)[parallel.rank :: parallel.world]
+    pos = np.full(data.corpus.num_utterances, -1, dtype=np.int64)
+    pos[rows] = np.arange(len(rows))
+    p = pos[split_rows(data.corpus, mine)]
+    out = torch.zeros(len(rows), data.spec.num_outputs, dtype=torch.float32, device=device)
+    if len(mine):
+        part = predict_split(method, data.corpus, mine, mask[p], batch_size, device)
+        out[torch.from_numpy(p).to(device)] = torch.from_numpy(part).to(device)
+    return parallel.all_sum(out).cpu().numpy()  # x + 0 is exact: each row comes from one rank
 
 
 # ---------------------------------------------------------------------------- fit
@@ -212,14 +277,17 @@ def fit(
     out_dir: Path | None = None,
     resume: bool = True,
     stop_after: int | None = None,
+    parallel: Parallel | None = None,
 ) -> FitResult:
     """Train `cfg.model.method` with model selection on validation; checkpoint to `out_dir`.
 
     With `out_dir`, the state after every epoch goes to `out_dir/last` and training resumes
     from it, giving the same result as an uninterrupted run. `stop_after` ends after that
-    many epochs of this call (used to test resumption).
+    many epochs of this call (used to test resumption). With `parallel` (data-parallel
+    ranks, see training.distributed), only rank 0 writes files or shows progress.
     """
     train = cfg.train
+    rank = parallel.rank if parallel is not None else 0
     torch.manual_seed(train.seed)  # parameter init and dropout are seeded per run
     method = build_method(data.spec, cfg.model).to(train.device)
     opt = make_optimizer(method, train)
@@ -235,19 +303,26 @@ def fit(
             best_state, info = restored
             best_score, best_epoch = info["best_score"], info["best_epoch"]
             start, history = info["epoch"] + 1, info["history"]
+    if parallel is not None:
+        starts = parallel.all_sum(torch.tensor([float(start)], device=train.device))
+        if float(starts) != start * parallel.world:
+            raise RuntimeError(f"ranks resume from different epochs ({out_dir}/last): out_dir must be one folder every rank sees")
+        if rank > 0:  # same initial weights on every rank, but each its own dropout draws
+            torch.manual_seed(stable_seed("dropout", train.seed, rank, start))
     t0 = time.perf_counter()
-    pretrain_epochs = int(cfg.model.baseline_kwargs().get("pretrain_epochs", 0))
-    bar = tqdm(range(start, train.epochs), desc=cfg.name, disable=not train.progress, dynamic_ncols=True,
-               initial=start, total=train.epochs)
+    # A method's stage 1 (MMIN) runs inside the epoch budget, at most half of it.
+    pretrain_epochs = min(int(cfg.model.baseline_kwargs().get("pretrain_epochs", 0)), train.epochs // 2)
+    bar = tqdm(range(start, train.epochs), desc=cfg.name, disable=not train.progress or rank > 0,
+               dynamic_ncols=True, initial=start, total=train.epochs)
     done_here = 0
     for epoch in bar:
         if epoch < pretrain_epochs and hasattr(method, "pretrain_loss"):
-            parts = _pretrain_epoch(method, opt, data, train, generator)
+            parts = _pretrain_epoch(method, opt, data, train, generator, parallel)
         else:
-            parts = train_one_epoch(method, opt, data, train, generator)
+            parts = train_one_epoch(method, opt, data, train, generator, parallel)
         row: dict[str, float] = {"epoch": epoch, **parts}
         if (epoch + 1) % train.eval_every == 0 or epoch + 1 == train.epochs:
-            scores = score_masks(method, data, val_name, val_masks, train.batch_size, train.device)
+            scores = score_masks(method, data, val_name, val_masks, train.batch_size, train.device, parallel)
             score = float(np.mean([s["waf"] for s in scores.values()]))
             row["val_waf"] = score
             if score > best_score:
@@ -255,7 +330,7 @@ def fit(
                 best_state = copy.deepcopy({k: v.detach().cpu() for k, v in method.state_dict().items()})
             bar.set_postfix(loss=f"{parts.get('loss', 0.0):.3f}", val_waf=f"{score:.2f}", best=f"{best_score:.2f}")
         history.append(row)
-        if last is not None:
+        if last is not None and rank == 0:
             info = {"epoch": epoch, "best_score": best_score, "best_epoch": best_epoch, "history": history}
             save_training_state(last, method, best_state, opt, generator, info)
         done_here += 1
@@ -264,14 +339,15 @@ def fit(
     if best_state is not None:
         method.load_state_dict(best_state)
     result = FitResult(method, best_epoch, best_score, history, time.perf_counter() - t0)
-    if out_dir is not None:
+    if out_dir is not None and rank == 0:
         meta = checkpoint_meta(data, cfg, {"best_epoch": best_epoch, "best_val_waf": best_score, "history": history})
         save_checkpoint(out_dir, method, cfg, meta)
     return result
 
 
 def _pretrain_epoch(
-    method: nn.Module, opt: torch.optim.Optimizer, data: PreparedData, train: TrainConfig, generator: torch.Generator
+    method: nn.Module, opt: torch.optim.Optimizer, data: PreparedData, train: TrainConfig,
+    generator: torch.Generator, parallel: Parallel | None = None,
 ) -> dict[str, float]:
     """One epoch of a method's own stage-1 objective on complete data (MMIN's encoders)."""
     method.train()
@@ -279,13 +355,21 @@ def _pretrain_epoch(
     n = 0
     for batch in iterate_batches(data.corpus, data.split.train, train.batch_size, generator):
         batch = batch.to(train.device)
-        out = method.pretrain_loss(model_input(batch, batch.available), batch.labels)  # type: ignore[operator]
+        weight = 1.0
+        if parallel is not None:
+            batch, _, weight = shard_batch(batch, batch.available, parallel.rank, parallel.world)
         opt.zero_grad(set_to_none=True)
-        out.total.backward()
+        if weight > 0:
+            out = method.pretrain_loss(model_input(batch, batch.available), batch.labels)  # type: ignore[operator]
+            (out.total * weight if parallel is not None else out.total).backward()
+            for k, v in out.parts.items():
+                sums[f"pre_{k}"] = sums.get(f"pre_{k}", 0.0) + v * weight
+        if parallel is not None:
+            parallel.sync_grads(method)
         opt.step()
-        for k, v in out.parts.items():
-            sums[f"pre_{k}"] = sums.get(f"pre_{k}", 0.0) + v
         n += 1
+    if parallel is not None:
+        sums = parallel.sum_floats(sums)
     return {k: v / max(n, 1) for k, v in sums.items()}
 
 

@@ -85,7 +85,7 @@ class TeacherStudent(nn.Module):
             target = out_t.hiddens[-k].detach()  # teacher states are constants for L_rec
             l_rec = l_rec + lam * masked_mse(out_s.hiddens[-k], target, rows)
         total = l_t + l_s + l_rec
-        return LossOutput(total, {"loss": float(total), "emo_t": float(l_t), "emo_s": float(l_s), "rec": float(l_rec)})
+        return LossOutput(total, {"loss": float(total.detach()), "emo_t": float(l_t.detach()), "emo_s": float(l_s.detach()), "rec": float(l_rec.detach())})
 
     def predict(self, x: ModelInput) -> torch.Tensor:
         return self.student(x).logits
@@ -110,10 +110,10 @@ class SingleModel(nn.Module):
     def training_loss(self, full: ModelInput, masked: ModelInput, labels: torch.Tensor) -> LossOutput:
         l_full = emotion_loss(self.model(full).logits, labels, full.valid, self.spec)
         if not self.use_masked:
-            return LossOutput(l_full, {"loss": float(l_full)})
+            return LossOutput(l_full, {"loss": float(l_full.detach())})
         l_masked = emotion_loss(self.model(masked).logits, labels, masked.valid, self.spec)
         total = l_full + l_masked
-        return LossOutput(total, {"loss": float(total), "emo_full": float(l_full), "emo_masked": float(l_masked)})
+        return LossOutput(total, {"loss": float(total.detach()), "emo_full": float(l_full.detach()), "emo_masked": float(l_masked.detach())})
 
     def predict(self, x: ModelInput) -> torch.Tensor:
         return self.model(x).logits

@@ -1,1 +1,9 @@
-"""Baselines of the paper's comparison, each registered in `iteacnet.models.base.METHODS`."""
+"""Baselines of the paper's comparison, each registered in `iteacnet.models.base.METHODS`.
+
+ae (Duan et al. 2014, MMIN's AE variant), cra (Tran et al. 2017), mmin (Zhao, Li, Jin 2021),
+cpmnet (Zhang et al. 2019) and gcnet (Lian et al. 2023); shared pieces live in `common`.
+"""
+
+from iteacnet.models.baselines import ae, cpmnet, cra, gcnet, mmin
+
+__all__ = ["ae", "cpmnet", "cra", "gcnet", "mmin"]

@@ -12,16 +12,17 @@ Model (per valid utterance, conversations never mixed; facts from that code):
   from the autoencoder output: a classifier MLP (M·D) → [D, D] → C and per-modality
   decoders (M·D) → [D, D] → d_m that reconstruct the complete input features.
 Loss: L_emo + rec_weight · L_rec, L_rec = Σ_m Σ_{missing cells} ||x̂_m − x_m||² / d_m,
-  the squared error only where the training mask hid a modality the data has.
+  the squared error only where the training mask hid a modality the data has, summed over
+  the utterances of a batch. The original's batches are 256 utterances; ours are whole
+  conversations, so L_rec is computed as rec_batch × its mean per utterance: the weight of
+  each utterance relative to L_emo (a mean) is the original's, whatever our batch size.
 
 Sizes: D = cfg.hidden (128 in the original), dropout = cfg.dropout (0.5 in GCNet's runs).
 
 Options (`ModelConfig.baseline`):
   ae_layers      (2·D, D)  autoencoder widths (GCNet's AE run: 256,128)
   rec_weight     0.2       weight of L_rec (GCNet's AE run: --mse_weight=0.2)
-  rec_reduction  "sum"     "sum" over the batch's utterances, as the original code (its batches
-                           are 256 utterances; ours are conversations, so the effective weight
-                           grows with batch size), or "mean" per utterance (batch-size free)
+  rec_batch      256       utterances L_rec sums over (GCNet's AE run: --batch_size=256)
 """
 
 from __future__ import annotations
@@ -57,17 +58,14 @@ class AEImputer(UtteranceBaseline):
 
     def __init__(
         self, spec: ModelSpec, core: nn.Module, hidden: int, dropout: float,
-        rec_weight: float, rec_reduction: str,
+        rec_weight: float, rec_batch: float,
     ) -> None:
         super().__init__(spec)
         self.encoders = ModalityEncoders(spec, (hidden, hidden), hidden, dropout)
         self.core = core
         self.decoders = ModalityDecoders(spec, self.encoders.d_out, (hidden, hidden), dropout)
         self.classifier = MLP(self.encoders.d_out, (hidden, hidden), spec.num_outputs, dropout)
-        self.rec_weight = float(rec_weight)
-        if rec_reduction not in ("sum", "mean"):
-            raise ValueError(f"rec_reduction must be 'sum' or 'mean', got {rec_reduction!r}")
-        self.rec_reduction = rec_reduction
+        self.rec_weight, self.rec_batch = float(rec_weight), float(rec_batch)
 
     def fuse(self, u: Utterances) -> torch.Tensor:
         """(N, M·D): the autoencoder's completion of the concatenated modality embeddings."""
@@ -83,14 +81,15 @@ class AEImputer(UtteranceBaseline):
         missing = flatten_valid(imputation_cells(full, masked), masked.valid)  # (N, M)
         fused = self.fuse(u)  # (N, M·D)
         task = utterance_task_loss(self.classifier(fused), flatten_valid(labels, masked.valid), self.spec)
-        rec = missing_recon_loss(self.decoders(fused), target, missing, self.spec.modalities, self.rec_reduction)
+        per_utterance = missing_recon_loss(self.decoders(fused), target, missing, self.spec.modalities, "mean")
+        rec = self.rec_batch * per_utterance  # the original's sum over a batch of rec_batch utterances
         total = task + self.rec_weight * rec
         return LossOutput(total, loss_parts(loss=total, task=task, rec=rec))
 
 
 @METHODS.register("ae")
 def build_ae(spec: ModelSpec, cfg: ModelConfig) -> nn.Module:
-    o = baseline_options(cfg, {"ae_layers": None, "rec_weight": 0.2, "rec_reduction": "sum"}, "ae")
+    o = baseline_options(cfg, {"ae_layers": None, "rec_weight": 0.2, "rec_batch": 256}, "ae")
     layers = tuple(int(w) for w in (o["ae_layers"] or (2 * cfg.hidden, cfg.hidden)))
     core = SimpleAE(cfg.hidden * len(spec.dims), layers)
-    return AEImputer(spec, core, cfg.hidden, cfg.dropout, o["rec_weight"], o["rec_reduction"])
+    return AEImputer(spec, core, cfg.hidden, cfg.dropout, o["rec_weight"], o["rec_batch"])

@@ -18,7 +18,7 @@ Options (`ModelConfig.baseline`):
   ae_layers      (2·D, D)  widths of each residual autoencoder (GCNet's CRA run: 256,128)
   n_blocks       2         autoencoders in the cascade (GCNet's CRA run: --n_blocks=2)
   rec_weight     0.8       weight of L_rec (GCNet's CRA run: --mse_weight=0.8)
-  rec_reduction  "sum"     "sum" over utterances as the original code, or "mean" (see ae.py)
+  rec_batch      256       utterances L_rec sums over (see ae.py; GCNet's run: --batch_size=256)
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from iteacnet.models.base import METHODS, ModelSpec
 from iteacnet.models.baselines.ae import AEImputer
 from iteacnet.models.baselines.common import ResidualAE, baseline_options
 
-DEFAULTS = {"ae_layers": None, "n_blocks": 2, "rec_weight": 0.8, "rec_reduction": "sum"}
+DEFAULTS = {"ae_layers": None, "n_blocks": 2, "rec_weight": 0.8, "rec_batch": 256}
 
 
 @METHODS.register("cra")
@@ -38,4 +38,4 @@ def build_cra(spec: ModelSpec, cfg: ModelConfig) -> nn.Module:
     o = baseline_options(cfg, DEFAULTS, "cra")
     layers = tuple(int(w) for w in (o["ae_layers"] or (2 * cfg.hidden, cfg.hidden)))
     core = ResidualAE(cfg.hidden * len(spec.dims), layers, int(o["n_blocks"]))
-    return AEImputer(spec, core, cfg.hidden, cfg.dropout, o["rec_weight"], o["rec_reduction"])
+    return AEImputer(spec, core, cfg.hidden, cfg.dropout, o["rec_weight"], o["rec_batch"])

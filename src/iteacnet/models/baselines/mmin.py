@@ -6,7 +6,8 @@ Recognition with Uncertain Missing Modalities", ACL 2021. Facts from AIM3-RUC/MM
 scripts/CAP_mmin.sh) and GCNet's copy (zeroQiaoba/GCNet baseline-mmin, README runs).
 
 Stage 1, `pretrain_loss` (MMIN's `utt_fusion` model): per-modality encoders
-  d_m → [D, D] → D (MLPs with FC inputs, as GCNet's copy) and a fusion classifier
+  d_m → [D, D] → D (MLPs on utterance-level features as in GCNet's copy; AIM3's original
+  runs LSTM/TextCNN encoders on frame-level features) and a fusion classifier
   (M·D) → [D, D] → C, trained with L_emo on complete data.
 Stage 2, `training_loss`: the encoders continue from stage 1; a frozen snapshot of them
   (the "pretrained encoder", taken at the first `training_loss` call) embeds the *missing*
@@ -61,6 +62,8 @@ DEFAULTS = {"ae_layers": None, "n_blocks": 5, "ce_weight": 1.0, "mse_weight": 4.
 
 
 class MMIN(UtteranceBaseline):
+    teacher_ready: torch.Tensor  # () bool buffer: the imagination target has been snapshotted
+
     def __init__(
         self, spec: ModelSpec, hidden: int, dropout: float, ae_layers: tuple[int, ...], n_blocks: int,
         ce_weight: float, mse_weight: float, cycle_weight: float,

@@ -1,0 +1,379 @@
+"""Predict emotions for new conversations with a trained checkpoint.
+
+    predictor = Predictor.from_checkpoint("runs/iemocap4/seed0")
+    predictor.predict_conversation([
+        {"id": "u1", "speaker": "F", "text": "I can't believe you did that."},
+        {"id": "u2", "speaker": "M", "features": {"text": vec}},  # vec: raw (384,) array
+    ])
+    -> [{"id": "u1", "speaker": "F", "modalities": ["text"], "label": "angry",
+         "probabilities": {"happy+excited": 0.05, ...}}, ...]
+
+An utterance is a dict: `id`, `speaker`, optional `text` (raw transcript), optional
+`features` {modality: raw (d,) vector}; the schema of `iteacnet.data.conversation`, whose
+reader produces exactly these dicts. A modality that is not given is missing: present=False
+and an all-zero input, as in evaluation. Features are standardized with the checkpoint's
+training statistics, so give raw values, as found in the corpus's feature files.
+
+Raw text without `features.text` is embedded on the fly when the checkpoint's text features
+came from the `extract text` extractor (see `text_extractor_check`), with the same encoder;
+otherwise it is an error. A model without a text modality ignores raw text.
+
+Speakers: a name the model knows (IEMOCAP: 'F', 'M') keeps its index; other names take the
+remaining indices in order of first appearance. A conversation with more distinct speakers
+than the model knows is refused. A single-speaker model (CMU-MOSI) ignores speakers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import torch
+from torch import nn
+
+from iteacnet.config import ExperimentConfig
+from iteacnet.data.batching import Batch
+from iteacnet.data.conversation import ConversationError, as_feature_vector
+from iteacnet.data.extract import (
+    EMBED_DIM,
+    EXTRACTOR_NAME,
+    embed_texts,  # cheap: the encoder (sentence-transformers) loads on first use
+    manifest_matches,
+    read_manifest,
+)
+from iteacnet.models.base import Method, ModelSpec
+from iteacnet.training.checkpoint import load_weights, read_checkpoint_files
+from iteacnet.training.engine import model_input
+from iteacnet.training.frameworks import build_method
+
+
+class PredictError(ValueError):
+    """An utterance or conversation the checkpoint cannot predict; the message says which."""
+
+
+def spec_from_meta(meta: dict[str, Any]) -> ModelSpec:
+    s = meta["spec"]
+    return ModelSpec(
+        dims=tuple((str(m), int(d)) for m, d in s["dims"]),
+        num_outputs=int(s["num_outputs"]),
+        task=str(s["task"]),
+        num_speakers=int(s["num_speakers"]),
+        regression_loss=str(s.get("regression_loss", "mse")),
+    )
+
+
+def text_extractor_check(cfg: ExperimentConfig, meta: dict[str, Any], spec: ModelSpec) -> tuple[bool, str]:
+    """Were the checkpoint's text features made by `extract text` (so raw text can be embedded)?
+
+    Decided from what the checkpoint records, most specific first: an explicit
+    `meta["text_extractor"]`; else the training text folder `<data.root>/features/<text_feature>`:
+    its manifest if it has one, otherwise its name (the shared `text-minilm-384` folders carry
+    no manifest but were made with the same encoder, data/README). The dimension must be 384.
+    """
+    dims = spec.dim_of
+    if "text" not in dims:
+        return False, "the model has no text modality"
+    if dims["text"] != EMBED_DIM:
+        return False, f"its text features are {dims['text']}-d, the extractor's are {EMBED_DIM}-d"
+    recorded = meta.get("text_extractor")
+    if isinstance(recorded, str):
+        return recorded == EXTRACTOR_NAME, f"the checkpoint records text features from {recorded!r}"
+    name = cfg.data.text_feature
+    if cfg.data.corpus == "synthetic" or name in ("", "none"):
+        return False, f"it was trained on {cfg.data.corpus!r} text features {name or '(GCNet default)'!r}"
+    folder = Path(cfg.data.root) / "features" / name
+    if read_manifest(folder) is not None:
+        ok = manifest_matches(folder)
+        return ok, f"{folder}/manifest.json {'matches' if ok else 'does not match'} the {EXTRACTOR_NAME} extractor"
+    ok = name == EXTRACTOR_NAME
+    return ok, f"its text feature folder is named {name!r}" + ("" if ok else f", not {EXTRACTOR_NAME!r}")
+
+
+@dataclass
+class _Encoded:
+    """One conversation as model inputs (T utterances, M modalities)."""
+
+    features: dict[str, np.ndarray]  # modality -> (T, d_m) standardized, zero where absent
+    present: np.ndarray  # (T, M) bool
+    speakers: np.ndarray  # (T,) int64
+
+
+class Predictor:
+    """A checkpoint ready to label new conversations (eval mode, no gradients)."""
+
+    def __init__(
+        self,
+        method: nn.Module,
+        spec: ModelSpec,
+        cfg: ExperimentConfig,
+        meta: dict[str, Any],
+        device: str = "cpu",
+        source: str = "",
+    ) -> None:
+        self.method = method.to(device).eval()
+        self.spec = spec
+        self.cfg = cfg
+        self.meta = meta
+        self.device = device
+        self.source = source
+        std = meta.get("standardization", {})
+        missing = [m for m in spec.modalities if m not in std]
+        if missing:
+            raise ValueError(f"{source or 'checkpoint'}: meta.json has no standardization for {missing}")
+        self.stats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for m, d in spec.dims:
+            mu = np.asarray(std[m]["mean"], dtype=np.float32)
+            sd = np.asarray(std[m]["std"], dtype=np.float32)
+            if mu.shape != (d,) or sd.shape != (d,):
+                raise ValueError(f"{source or 'checkpoint'}: standardization of {m} is not {d}-d")
+            self.stats[m] = (mu, sd)
+        self.speaker_names: tuple[str, ...] = tuple(str(s) for s in meta.get("speaker_names", ()))
+        names = tuple(str(c) for c in meta.get("class_names", ()))
+        if spec.task == "classification" and len(names) != spec.num_outputs:
+            names = tuple(str(i) for i in range(spec.num_outputs))  # a corpus without class names
+        self._class_names = names if spec.task == "classification" else ()
+        self.text_from_extractor, self.text_reason = text_extractor_check(cfg, meta, spec)
+
+    @classmethod
+    def from_checkpoint(cls, folder: str | Path, device: str = "cpu") -> Predictor:
+        """Build the method of `config.json` with the spec of `meta.json` and load its weights."""
+        folder = Path(folder)
+        cfg, meta = read_checkpoint_files(folder)
+        spec = spec_from_meta(meta)
+        method = build_method(spec, cfg.model)
+        load_weights(method, folder / "model.safetensors")
+        return cls(method, spec, cfg, meta, device, source=str(folder))
+
+    # ------------------------------------------------------------------ what the model knows
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return self.spec.modalities
+
+    @property
+    def dims(self) -> dict[str, int]:
+        return self.spec.dim_of
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """Class names in output order; empty for a regression checkpoint."""
+        return self._class_names
+
+    @property
+    def task(self) -> str:
+        return self.spec.task
+
+    # ------------------------------------------------------------------ prediction
+    def predict_conversation(self, utterances: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One result dict per utterance, in order (see the module doc)."""
+        return self.predict_batch([utterances])[0]
+
+    def predict_batch(
+        self, conversations: list[list[dict[str, Any]]], batch_size: int = 32
+    ) -> list[list[dict[str, Any]]]:
+        """`predict_conversation` over several conversations, batched."""
+        encoded = self._encode_all(conversations)
+        outputs = self._run_all(encoded, batch_size)
+        return [
+            [self._result(u, row, present) for u, row, present in zip(conv, out, enc.present)]
+            for conv, out, enc in zip(conversations, outputs, encoded)
+        ]
+
+    def predict_outputs(
+        self, conversations: list[list[dict[str, Any]]], batch_size: int = 32
+    ) -> list[np.ndarray]:
+        """Raw (T, C) model outputs per conversation: logits, or (T, 1) scores for regression."""
+        return self._run_all(self._encode_all(conversations), batch_size)
+
+    # ------------------------------------------------------------------ internals
+    def _encode_all(self, conversations: list[list[dict[str, Any]]]) -> list[_Encoded]:
+        if not isinstance(conversations, list) or not all(isinstance(c, list) for c in conversations):
+            raise PredictError("expected a list of conversations, each a list of utterance dicts")
+        vectors: list[list[dict[str, np.ndarray]]] = []
+        to_embed: list[tuple[int, int, str]] = []
+        for c, conv in enumerate(conversations):
+            if not conv:
+                raise PredictError(f"conversation {c} has no utterances")
+            self._check_length(conv, c)
+            seen: dict[str, str] = {}
+            rows = []
+            for t, utt in enumerate(conv):
+                where = self._where(utt, c, t)
+                uid = str(utt["id"])
+                if uid in seen:
+                    raise PredictError(f"{where}: duplicate id {uid!r} in this conversation (first at {seen[uid]})")
+                seen[uid] = where
+                feats = self._features(utt, where)
+                text = utt.get("text")
+                if "text" in self.dims and "text" not in feats and text is not None:
+                    self._check_text(text, where)
+                    to_embed.append((c, t, text))
+                elif not feats:
+                    hint = " or raw 'text'" if self.text_from_extractor else ""
+                    unused = " (this model does not use text)" if text is not None and "text" not in self.dims else ""
+                    raise PredictError(
+                        f"{where}: no modality at all{unused}; give at least one of "
+                        f"{', '.join('features.' + m for m in self.modalities)}{hint}"
+                    )
+                rows.append(feats)
+            vectors.append(rows)
+        if to_embed:
+            embedded = self._embed([text for _, _, text in to_embed])
+            for (c, t, _), vec in zip(to_embed, embedded):
+                vectors[c][t]["text"] = vec
+        return [
+            self._encode(rows, self._speakers(conv, c))
+            for c, (conv, rows) in enumerate(zip(conversations, vectors))
+        ]
+
+    def _run_all(self, encoded: list[_Encoded], batch_size: int) -> list[np.ndarray]:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        out: list[np.ndarray] = []
+        for start in range(0, len(encoded), batch_size):
+            out.extend(self._run(encoded[start:start + batch_size]))
+        return out
+
+    @staticmethod
+    def _where(utt: Any, c: int, t: int) -> str:
+        if not isinstance(utt, dict):
+            raise PredictError(f"conversation {c}, utterance {t}: expected a dict, got {type(utt).__name__}")
+        if "id" not in utt:
+            raise PredictError(f"conversation {c}, utterance {t}: missing 'id'")
+        return str(utt.get("where") or f"conversation {c}, utterance {t} (id {str(utt['id'])!r})")
+
+    def _check_length(self, conv: list[dict[str, Any]], c: int) -> None:
+        # temporal_mlp's weight is only defined up to max_len utterances.
+        limit = self.cfg.model.max_len
+        if self.cfg.model.method == "iteacnet" and "temporal_mlp" in self.cfg.model.mixers and len(conv) > limit:
+            raise PredictError(
+                f"conversation {c} has {len(conv)} utterances; this model handles at most {limit} "
+                "(model.max_len): split the conversation"
+            )
+
+    def _features(self, utt: dict[str, Any], where: str) -> dict[str, np.ndarray]:
+        given = utt.get("features") or {}
+        if not isinstance(given, dict):
+            raise PredictError(f"{where}: 'features' must be a dict {{modality: vector}}")
+        out: dict[str, np.ndarray] = {}
+        for m, value in given.items():
+            if value is None:
+                continue
+            if m not in self.dims:
+                raise PredictError(
+                    f"{where}: this model does not use {m!r} features (it uses {', '.join(self.modalities)}); remove them"
+                )
+            try:
+                v = as_feature_vector(value, f"{where}, features.{m}")
+            except ConversationError as e:
+                raise PredictError(str(e)) from None
+            if v.shape[0] != self.dims[m]:
+                raise PredictError(f"{where}: {m} feature has dimension {v.shape[0]}, the model expects {self.dims[m]}")
+            out[m] = v
+        return out
+
+    def _check_text(self, text: Any, where: str) -> None:
+        if not isinstance(text, str):
+            raise PredictError(f"{where}: 'text' must be a string, got {type(text).__name__}")
+        if not self.text_from_extractor:
+            raise PredictError(
+                f"{where}: raw text given without a text feature, but this checkpoint's text features were "
+                f"not made by `iteacnet extract text` ({self.text_reason}), so the text cannot be embedded "
+                "the same way; give features.text instead"
+            )
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        vecs = np.asarray(embed_texts(texts), dtype=np.float32)
+        if vecs.shape != (len(texts), self.dims["text"]):
+            raise RuntimeError(f"text encoder returned {vecs.shape}, expected ({len(texts)}, {self.dims['text']})")
+        return vecs
+
+    def _speakers(self, conv: list[dict[str, Any]], c: int) -> np.ndarray:
+        n = self.spec.num_speakers
+        if n <= 1:
+            return np.zeros(len(conv), dtype=np.int64)  # one speaker: names do not matter
+        known = {s: i for i, s in enumerate(self.speaker_names[:n])}
+        names: list[str] = []
+        for t, utt in enumerate(conv):
+            spk = utt.get("speaker")
+            if spk is None or (isinstance(spk, str) and not spk.strip()):
+                raise PredictError(
+                    f"{self._where(utt, c, t)}: no 'speaker'; this model tells {n} speakers apart "
+                    f"(it knows {', '.join(map(repr, known))})"
+                )
+            names.append(str(spk))
+        # Known names keep their index; the others fill the free indices in order of appearance.
+        free = [i for i in range(n) if i not in {known[s] for s in names if s in known}]
+        code: dict[str, int] = {}
+        for t, s in enumerate(names):
+            if s in known or s in code:
+                continue
+            if not free:
+                distinct = list(dict.fromkeys(names[: t + 1]))
+                raise PredictError(
+                    f"{self._where(conv[t], c, t)}: speaker {s!r} is speaker {len(distinct)} of this conversation "
+                    f"({', '.join(map(repr, distinct))}), but the model knows only {n} "
+                    f"({', '.join(map(repr, known))})"
+                )
+            code[s] = free.pop(0)
+        return np.asarray([known[s] if s in known else code[s] for s in names], dtype=np.int64)
+
+    def _encode(self, rows: list[dict[str, np.ndarray]], speakers: np.ndarray) -> _Encoded:
+        T = len(rows)
+        feats: dict[str, np.ndarray] = {}
+        present = np.zeros((T, len(self.modalities)), dtype=bool)
+        for j, (m, d) in enumerate(self.spec.dims):
+            mu, sd = self.stats[m]
+            x = np.zeros((T, d), dtype=np.float32)
+            for t, r in enumerate(rows):
+                if m in r:
+                    # Same float32 arithmetic as Corpus.standardized.
+                    x[t] = ((r[m] - mu) / sd).astype(np.float32)
+                    present[t, j] = True
+            feats[m] = x
+        return _Encoded(feats, present, speakers)
+
+    @torch.no_grad()
+    def _run(self, group: list[_Encoded]) -> list[np.ndarray]:
+        B = len(group)
+        T = max(len(e.speakers) for e in group)
+        M = len(self.modalities)
+        feats = {m: np.zeros((B, T, d), dtype=np.float32) for m, d in self.spec.dims}
+        present = np.zeros((B, T, M), dtype=bool)
+        valid = np.zeros((B, T), dtype=bool)
+        speakers = np.zeros((B, T), dtype=np.int64)
+        for b, e in enumerate(group):
+            n = len(e.speakers)
+            for m in feats:
+                feats[m][b, :n] = e.features[m]
+            present[b, :n] = e.present
+            valid[b, :n] = True
+            speakers[b, :n] = e.speakers
+        index = np.where(valid, np.arange(B * T).reshape(B, T), -1)
+        batch = Batch(
+            features={m: torch.from_numpy(x) for m, x in feats.items()},
+            available=torch.from_numpy(present), valid=torch.from_numpy(valid),
+            speakers=torch.from_numpy(speakers), labels=torch.zeros((B, T), dtype=torch.int64),
+            index=torch.from_numpy(index), dialogues=list(range(B)),
+        ).to(self.device)
+        # model_input is the evaluation path's: missing modalities are zeroed the same way.
+        pred = cast(Method, self.method).predict(model_input(batch, batch.available))
+        pred_np = pred.float().cpu().numpy()
+        return [pred_np[b, : len(e.speakers)].copy() for b, e in enumerate(group)]
+
+    def _result(self, utt: dict[str, Any], row: np.ndarray, present: np.ndarray) -> dict[str, Any]:
+        res: dict[str, Any] = {"id": str(utt["id"])}
+        if "dialogue" in utt:
+            res["dialogue"] = utt["dialogue"]
+        res["speaker"] = utt.get("speaker")
+        res["modalities"] = [m for m, p in zip(self.modalities, present) if p]
+        if self.task == "classification":
+            z = row.astype(np.float64)
+            p = np.exp(z - z.max())
+            p /= p.sum()
+            res["label"] = self.class_names[int(np.argmax(p))]
+            res["probabilities"] = {name: float(v) for name, v in zip(self.class_names, p)}
+        else:
+            res["score"] = float(row[0])
+        return res

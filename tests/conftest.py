@@ -1,0 +1,36 @@
+"""Shared fixtures: tiny configurations that exercise the real code paths in seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from iteacnet.config import DataConfig, ExperimentConfig, ModelConfig, SyntheticConfig, TrainConfig
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def tiny_config(**train: object) -> ExperimentConfig:
+    """A synthetic corpus and a model small enough for a few epochs in a second."""
+    return ExperimentConfig(
+        name="tiny",
+        data=DataConfig(corpus="synthetic", synthetic=SyntheticConfig(num_dialogues=16, min_len=4, max_len=9, dims=(8, 6, 5))),
+        model=ModelConfig(hidden=16, heads=2, max_len=16, dropout=0.1, input_dropout=0.1),
+        train=TrainConfig(**{"epochs": 2, "batch_size": 4, "progress": False, **train}),  # type: ignore[arg-type]
+        eval=ExperimentConfig().eval.__class__(rates=(0.0, 0.3, 0.7)),
+    )
+
+
+@pytest.fixture(autouse=True)
+def _few_threads() -> None:
+    # Tiny models run fastest on one thread, and CI has two cores.
+    torch.set_num_threads(1)
+
+
+def require_shared_data(*parts: str) -> Path:
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real data not found at {path} (../shared/data is absent on this machine)")
+    return path

@@ -1,0 +1,232 @@
+"""The five baselines (ae, cra, mmin, cpmnet, gcnet) against the Method protocol.
+
+Axis legend: B conversations, T utterances (padded), M modalities, C outputs.
+Tiny sizes (hidden 16, a 12-dialogue synthetic corpus) keep the whole file to seconds.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from iteacnet.config import ModelConfig, SyntheticConfig
+from iteacnet.data.batching import Batch, collate
+from iteacnet.data.corpus import Corpus
+from iteacnet.data.synthetic import make_synthetic_corpus
+from iteacnet.models import METHODS, ModelInput, ModelSpec
+from iteacnet.models.baselines.common import utterances
+from iteacnet.models.baselines.gcnet import window_graph
+
+NAMES = ("ae", "cra", "mmin", "cpmnet", "gcnet")
+SUBSETS = (("text",), ("text", "audio"), ("text", "audio", "visual"))
+TASKS = ("classification", "regression")
+DIMS = {"text": 10, "audio": 6, "visual": 8}
+# Fewer cascade blocks / inference steps than the defaults: same code paths, less time.
+FAST: dict[str, dict[str, Any]] = {"mmin": {"n_blocks": 2}, "cra": {"n_blocks": 2}, "cpmnet": {"infer_steps": 3}}
+
+
+@cache
+def corpus(modalities: tuple[str, ...]) -> Corpus:
+    cfg = SyntheticConfig(num_dialogues=12, min_len=3, max_len=9, dims=(10, 6, 8), seed=1)
+    return make_synthetic_corpus(cfg).select_modalities(modalities)
+
+
+def build(name: str, modalities: tuple[str, ...], task: str, **kwargs: Any) -> nn.Module:
+    spec = ModelSpec(
+        dims=tuple((m, DIMS[m]) for m in modalities),
+        num_outputs=4 if task == "classification" else 1,
+        task=task,
+        num_speakers=2,
+    )
+    options = {**FAST.get(name, {}), **kwargs}
+    cfg = ModelConfig(method=name, hidden=16, dropout=0.1, baseline=tuple(sorted(options.items())))
+    torch.manual_seed(0)
+    return METHODS[name](spec, cfg)
+
+
+def batch(modalities: tuple[str, ...], dialogues: list[int], pad_to: int | None = None) -> Batch:
+    return collate(corpus(modalities), dialogues, pad_to)
+
+
+def labels_of(b: Batch, task: str) -> torch.Tensor:
+    if task == "classification":
+        return b.labels
+    return (b.labels.float() - 1.5) / 1.5 * b.valid  # scores in [-1, 1]
+
+
+def model_input(b: Batch, present: torch.Tensor) -> ModelInput:
+    """As the engine builds it: features zeroed wherever a modality is not present."""
+    feats = {m: x * present[..., j : j + 1].to(x.dtype) for j, (m, x) in enumerate(b.features.items())}
+    return ModelInput(features=feats, present=present, valid=b.valid, speakers=b.speakers)
+
+
+def dialogue_mask(b: Batch, rate: float = 0.5) -> torch.Tensor:
+    """(B, T, M) presence mask, seeded per dialogue (the same wherever the dialogue is batched);
+    every valid utterance keeps at least one modality."""
+    B, T, M = b.available.shape
+    rows = []
+    for d in b.dialogues:
+        g = torch.Generator().manual_seed(1000 + d)
+        keep = torch.rand(64, M, generator=g) >= rate  # a fixed draw, cut to T below
+        first = torch.randint(0, M, (64,), generator=g)
+        keep[torch.arange(64), first] |= ~keep.any(-1)
+        rows.append(keep[:T])
+    return torch.stack(rows) & b.available & b.valid[..., None]
+
+
+def inputs(modalities: tuple[str, ...], dialogues: list[int], pad_to: int | None = None) -> tuple[Batch, ModelInput, ModelInput]:
+    b = batch(modalities, dialogues, pad_to)
+    return b, model_input(b, b.available), model_input(b, dialogue_mask(b))
+
+
+def adam_steps(model: nn.Module, modalities: tuple[str, ...], task: str, steps: int, lr: float = 1e-2) -> list[float]:
+    """`steps` Adam steps on a fixed batch and mask (stage 1 first for MMIN); the losses."""
+    b, full, masked = inputs(modalities, list(range(8)))
+    y = labels_of(b, task)
+    opt = torch.optim.Adam([g for group in model.param_groups(lr, lr) for g in group["params"]], lr=lr)
+    model.train()
+    if hasattr(model, "pretrain_loss"):
+        for _ in range(10):
+            opt.zero_grad()
+            model.pretrain_loss(full, y).total.backward()
+            opt.step()
+    losses = []
+    for _ in range(steps):
+        out = model.training_loss(full, masked, y)
+        opt.zero_grad()
+        out.total.backward()
+        opt.step()
+        losses.append(float(out.total.detach()))
+    return losses
+
+
+def test_all_registered() -> None:
+    assert set(NAMES) <= set(METHODS.names())
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("modalities", SUBSETS, ids=lambda s: "+".join(s))
+@pytest.mark.parametrize("name", NAMES)
+def test_loss_gradients_and_predict(name: str, modalities: tuple[str, ...], task: str) -> None:
+    model = build(name, modalities, task)
+    b, full, masked = inputs(modalities, [0, 1, 2])
+    y = labels_of(b, task)
+    model.train()
+    out = model.training_loss(full, masked, y)
+    assert torch.isfinite(out.total) and all(v == v for v in out.parts.values())
+    out.total.backward()
+    if hasattr(model, "pretrain_loss"):  # MMIN's stage-1 parameters (its fusion classifier)
+        pre = model.pretrain_loss(full, y)
+        assert torch.isfinite(pre.total)
+        pre.total.backward()
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable
+    for n, p in trainable.items():
+        assert p.grad is not None, f"{n} receives no gradient"
+        assert torch.isfinite(p.grad).all(), n
+    if len(modalities) > 1:  # something is missing, so the imputation parts learn too
+        silent = [n for n, p in trainable.items() if p.grad is not None and not bool(p.grad.any())]
+        assert not silent, f"zero gradient: {silent}"
+    grouped = {id(p) for g in model.param_groups(1e-3, 1e-3) for p in g["params"]}
+    assert grouped == {id(p) for p in trainable.values()}
+
+    model.eval()
+    pred = model.predict(masked)
+    C = 4 if task == "classification" else 1
+    assert pred.shape == (*b.valid.shape, C)
+    assert torch.isfinite(pred).all()
+    assert not pred[~b.valid].any()  # nothing leaks onto padding
+    with torch.no_grad():  # how the engine predicts
+        assert torch.allclose(model.predict(masked), pred, atol=1e-6)
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("name", NAMES)
+def test_batch_and_padding_invariance(name: str, task: str) -> None:
+    """A conversation's prediction does not depend on its batch-mates or on padding."""
+    mods = SUBSETS[-1]
+    model = build(name, mods, task)
+    adam_steps(model, mods, task, steps=2)  # MMIN's snapshot and CPM-Net's centroids get set
+    model.eval()
+    _, _, alone = inputs(mods, [3])
+    _, _, padded = inputs(mods, [3], pad_to=alone.valid.shape[1] + 4)
+    _, _, together = inputs(mods, [5, 3, 7])
+    T = int(alone.valid.sum())
+    ref = model.predict(alone)[0, :T]
+    assert torch.allclose(model.predict(padded)[0, :T], ref, atol=1e-5)
+    assert torch.allclose(model.predict(together)[1, :T], ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("name", NAMES)
+def test_adam_steps_lower_the_loss(name: str, task: str) -> None:
+    model = build(name, SUBSETS[-1], task)
+    losses = adam_steps(model, SUBSETS[-1], task, steps=30)
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert sum(losses[-5:]) / 5 < 0.95 * losses[0], losses
+
+
+def test_gcnet_graph_respects_windows_and_padding() -> None:
+    valid = torch.tensor([[1, 1, 1, 1, 1, 0], [1, 1, 1, 0, 0, 0]], dtype=torch.bool)
+    speakers = torch.tensor([[0, 1, 0, 0, 1, 0], [1, 1, 0, 0, 0, 0]])
+    adj, temporal, speaker = window_graph(valid, speakers, 2, window_past=2, window_future=1)
+    i, j = torch.meshgrid(torch.arange(6), torch.arange(6), indexing="ij")
+    expect = (j >= i - 2) & (j <= i + 1)
+    assert torch.equal(adj, expect[None] & valid[:, :, None] & valid[:, None, :])
+    assert temporal[0, 3, 1] == 0 and temporal[0, 3, 3] == 1 and temporal[0, 3, 4] == 2
+    assert speaker[0, 1, 0] == 1 * 2 + 0 and speaker[1, 0, 1] == 1 * 2 + 1
+    full, _, _ = window_graph(valid, speakers, 2, window_past=-1, window_future=-1)
+    assert torch.equal(full, valid[:, :, None] & valid[:, None, :])
+
+
+def test_cpmnet_inference_fits_the_present_views_deterministically() -> None:
+    mods = SUBSETS[-1]
+    model = build("cpmnet", mods, "classification", infer_steps=10)
+    adam_steps(model, mods, "classification", steps=5)
+    model.eval()
+    _, _, masked = inputs(mods, [0, 1])
+    u = utterances(masked, model.spec)
+    flags = u.present.float()
+    start = model.encoder(torch.cat([u.concat(model.spec.modalities), flags], -1))
+    with torch.no_grad():
+        h = model.infer(u, differentiable=False)
+        before = model.view_errors(start, u, per_dim=True)
+        after = model.view_errors(h, u, per_dim=True)
+    assert (after <= before + 1e-6).all() and after.mean() < before.mean()
+    for p in model.parameters():
+        p.grad = None
+    with torch.no_grad():
+        first = model.predict(masked)
+    assert torch.equal(model.predict(masked), first)  # no sampling anywhere
+    assert all(p.grad is None for p in model.parameters())  # inference leaves weights alone
+
+
+def test_mmin_snapshots_its_pretrained_encoders_once() -> None:
+    mods = SUBSETS[-1]
+    model = build("mmin", mods, "classification")
+    b, full, masked = inputs(mods, [0, 1])
+    model.train()
+    opt = torch.optim.Adam([p for g in model.param_groups(1e-2, 1e-2) for p in g["params"]], lr=1e-2)
+    for _ in range(3):
+        opt.zero_grad()
+        model.pretrain_loss(full, b.labels).total.backward()
+        opt.step()
+    pretrained = {k: v.clone() for k, v in model.encoders.state_dict().items()}
+    for _ in range(3):
+        opt.zero_grad()
+        model.training_loss(full, masked, b.labels).total.backward()
+        opt.step()
+    assert bool(model.teacher_ready)
+    for k, v in model.teacher.state_dict().items():
+        assert torch.equal(v, pretrained[k])  # frozen at the end of stage 1
+    assert not torch.equal(model.encoders.state_dict()[k], pretrained[k])  # the encoders go on
+
+
+def test_unknown_option_is_an_error() -> None:
+    with pytest.raises(ValueError, match="unknown ae option"):
+        build("ae", ("text",), "classification", n_blokcs=3)
+    build("gcnet", ("text",), "classification", pretrain_epochs=2)  # read by the engine: allowed
