@@ -3,8 +3,8 @@
 import json
 
 import pytest
-from conftest import require_shared_data
 
+from conftest import require_shared_data
 from iteacnet.cli import main
 
 

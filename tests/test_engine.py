@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
 
+from conftest import tiny_config
 from iteacnet.config import replace
 from iteacnet.data.loading import load_corpus
 from iteacnet.evaluation.protocols import router_usage, run_ime, run_ume

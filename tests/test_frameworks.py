@@ -2,14 +2,19 @@
 
 import pytest
 import torch
-from conftest import tiny_config
 
+from conftest import tiny_config
 from iteacnet.config import replace
 from iteacnet.data.batching import collate
 from iteacnet.data.loading import load_corpus
 from iteacnet.masking import sample_mask
 from iteacnet.training.engine import model_input, prepare
-from iteacnet.training.frameworks import FRAMEWORKS, build_method, framework_defaults, incomplete_rows
+from iteacnet.training.frameworks import (
+    FRAMEWORKS,
+    build_method,
+    framework_defaults,
+    incomplete_rows,
+)
 
 
 def _batch_and_method(framework: str, rate: float = 0.5):

@@ -3,8 +3,8 @@
 import json
 
 import pytest
-from conftest import tiny_config
 
+from conftest import tiny_config
 from iteacnet.benchmark.grid import GridSpec, ResultStore, expand, run_grid
 from iteacnet.benchmark.variants import VARIANTS, variants_for_table
 from iteacnet.cli import main

@@ -11,8 +11,8 @@ import sys
 from typing import Any
 
 import pytest
-from conftest import tiny_config
 
+from conftest import tiny_config
 from iteacnet.benchmark.executors import EXECUTORS
 from iteacnet.benchmark.grid import Cell, GridSpec, ResultStore, expand, run_grid
 from iteacnet.config import replace

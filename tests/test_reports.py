@@ -2,7 +2,15 @@
 
 import pytest
 
-from iteacnet.evaluation.reports import ecce_table, per_seed, plot_rates, plot_router, rate_table, read_rows, write_rows
+from iteacnet.evaluation.reports import (
+    ecce_table,
+    per_seed,
+    plot_rates,
+    plot_router,
+    rate_table,
+    read_rows,
+    write_rows,
+)
 
 
 def _rows():
