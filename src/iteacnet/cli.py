@@ -189,7 +189,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.epochs is not None:
         cfg = replace(cfg, **{"train.epochs": args.epochs})
     out = Path(args.out or f"runs/{cfg.name}")
-    train_seeds(cfg, out, args.protocol or cfg.train.protocol, _seeds(args.seeds) if args.seeds else [cfg.train.seed])
+    seeds = _seeds(args.seeds) if args.seeds else [cfg.train.seed]
+    if args.distributed:  # one rank of a torchrun job (training/distributed.py)
+        from iteacnet.training.distributed import TORCHRUN_HINT, train_distributed, under_torchrun
+
+        if not under_torchrun():
+            raise SystemExit(f"iteacnet train --distributed: {TORCHRUN_HINT}")
+        train_distributed(cfg, out, args.protocol or cfg.train.protocol, seeds)
+        return 0
+    train_seeds(cfg, out, args.protocol or cfg.train.protocol, seeds)
     return 0
 
 
@@ -401,6 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
     sp.add_argument("--epochs", type=int)
     sp.add_argument("--out", help="output folder (default runs/<name>)")
+    sp.add_argument("--distributed", action="store_true",
+                    help="data-parallel over the processes of a torchrun job (see README, Scaling out)")
 
     sp = add("evaluate", cmd_evaluate, "score a checkpoint on its test split at every rate", config=False)
     sp.add_argument("--checkpoint", required=True)

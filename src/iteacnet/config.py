@@ -86,6 +86,9 @@ class ModelConfig:
     routing: Literal["soft", "top1"] = "soft"  # NAS routing at inference
     mixers: tuple[str, ...] = ("skip", "dwconv3", "conv1x1", "avgpool", "attention", "temporal_mlp")
     max_len: int = 128  # temporal_mlp's maximum conversation length
+    # A learned speaker embedding added to every modality's projection (not in the paper;
+    # cheap, and only built when a corpus has more than one speaker).
+    speaker_embedding: bool = True
     # Baselines: free-form hyper-parameters, documented in each baseline's module.
     baseline: tuple[tuple[str, Any], ...] = ()
 

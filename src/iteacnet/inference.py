@@ -44,6 +44,7 @@ from iteacnet.data.extract import (
     read_manifest,
 )
 from iteacnet.models.base import Method, ModelSpec
+from iteacnet.models.mixers import TemporalMLP
 from iteacnet.training.checkpoint import load_weights, read_checkpoint_files
 from iteacnet.training.engine import model_input
 from iteacnet.training.frameworks import build_method
@@ -135,6 +136,12 @@ class Predictor:
             names = tuple(str(i) for i in range(spec.num_outputs))  # a corpus without class names
         self._class_names = names if spec.task == "classification" else ()
         self.text_from_extractor, self.text_reason = text_extractor_check(cfg, meta, spec)
+        # temporal_mlp's weight is defined up to max_len utterances; only the part that
+        # predicts counts (ITS: the student).
+        part = getattr(method, "inference_model", None)
+        infer: nn.Module = part() if callable(part) else method
+        limits = [m.max_len for m in infer.modules() if isinstance(m, TemporalMLP)]
+        self.max_utterances: int | None = min(limits) if limits else None
 
     @classmethod
     def from_checkpoint(cls, folder: str | Path, device: str = "cpu") -> Predictor:
@@ -191,6 +198,7 @@ class Predictor:
         if not isinstance(conversations, list) or not all(isinstance(c, list) for c in conversations):
             raise PredictError("expected a list of conversations, each a list of utterance dicts")
         vectors: list[list[dict[str, np.ndarray]]] = []
+        speakers: list[np.ndarray] = []
         to_embed: list[tuple[int, int, str]] = []
         for c, conv in enumerate(conversations):
             if not conv:
@@ -218,14 +226,12 @@ class Predictor:
                     )
                 rows.append(feats)
             vectors.append(rows)
+            speakers.append(self._speakers(conv, c))  # before embedding: fail fast, cheaply
         if to_embed:
             embedded = self._embed([text for _, _, text in to_embed])
             for (c, t, _), vec in zip(to_embed, embedded):
                 vectors[c][t]["text"] = vec
-        return [
-            self._encode(rows, self._speakers(conv, c))
-            for c, (conv, rows) in enumerate(zip(conversations, vectors))
-        ]
+        return [self._encode(rows, spk) for rows, spk in zip(vectors, speakers)]
 
     def _run_all(self, encoded: list[_Encoded], batch_size: int) -> list[np.ndarray]:
         if batch_size < 1:
@@ -244,12 +250,11 @@ class Predictor:
         return str(utt.get("where") or f"conversation {c}, utterance {t} (id {str(utt['id'])!r})")
 
     def _check_length(self, conv: list[dict[str, Any]], c: int) -> None:
-        # temporal_mlp's weight is only defined up to max_len utterances.
-        limit = self.cfg.model.max_len
-        if self.cfg.model.method == "iteacnet" and "temporal_mlp" in self.cfg.model.mixers and len(conv) > limit:
+        limit = self.max_utterances
+        if limit is not None and len(conv) > limit:
             raise PredictError(
-                f"conversation {c} has {len(conv)} utterances; this model handles at most {limit} "
-                "(model.max_len): split the conversation"
+                f"conversation {c} (from {self._where(conv[0], c, 0)}) has {len(conv)} utterances; this model "
+                f"handles at most {limit} (its temporal_mlp mixer's model.max_len): split the conversation"
             )
 
     def _features(self, utt: dict[str, Any], where: str) -> dict[str, np.ndarray]:

@@ -72,10 +72,24 @@ class Cell:
         return f"{self.variant} {self.corpus} {self.protocol}{rate} seed={c['train']['seed']} fold={c['data']['fold']}"
 
 
+def _diff(d: dict[str, Any], default: dict[str, Any]) -> dict[str, Any]:
+    """The fields of `d` that differ from `default` (nested)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and isinstance(default.get(k), dict):
+            sub = _diff(v, default[k])
+            if sub:
+                out[k] = sub
+        elif k not in default or default[k] != v:
+            out[k] = v
+    return out
+
+
 def _cell_id(cfg: ExperimentConfig, protocol: str) -> str:
-    d = cfg.to_dict()
+    """Hash of what differs from the defaults: a new config field with a default keeps ids."""
+    d = _diff(cfg.to_dict(), ExperimentConfig().to_dict())
     d.pop("name", None)
-    d["train"].pop("progress", None)
+    d.get("train", {}).pop("progress", None)
     blob = json.dumps({"protocol": protocol, "config": d}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -15,7 +15,7 @@ live in iteacnet.training.frameworks; this module knows tensors only.
 Deviation (documented, not in the paper): a learned speaker embedding (one D-vector per speaker)
 is added to every modality's projection when the data has more than one speaker (IEMOCAP).
 It is cheap (num_speakers x D parameters) and gives the encoder who-is-speaking, which the
-paper's features lack; pass `speaker_embedding=False` for the paper's exact input path.
+paper's features lack; set `ModelConfig.speaker_embedding=False` for the paper's exact input path.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class ITEACNet(nn.Module):
         cfg: ModelConfig,
         kind: str,
         layers: int,
-        speaker_embedding: bool = True,
+        speaker_embedding: bool | None = None,
     ) -> None:
         super().__init__()
         if layers < 1:
@@ -74,7 +74,7 @@ class ITEACNet(nn.Module):
         self.proj = nn.ModuleDict({m: nn.Linear(d, D) for m, d in spec.dims})
         self.speaker = (
             nn.Embedding(spec.num_speakers, D)
-            if (speaker_embedding and spec.num_speakers > 1)
+            if ((cfg.speaker_embedding if speaker_embedding is None else speaker_embedding) and spec.num_speakers > 1)
             else None
         )
         # ECCE only where some attention mixer reads it (a NAS student without `attention` has none).
