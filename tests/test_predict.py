@@ -143,6 +143,15 @@ def test_api_errors_name_the_utterance(predictor: Predictor, trained: Trained, e
         predictor.predict_conversation(conv)
 
 
+def test_too_long_conversation(predictor: Predictor, trained: Trained) -> None:
+    assert predictor.max_utterances == trained.cfg.model.max_len == 16  # the NAS student's temporal_mlp
+    u = conversations(trained, trained.data.split.test[:1])[0][0]
+    conv = [dict(u, id=f"x{i}") for i in range(17)]
+    with pytest.raises(PredictError, match=r"17 utterances; this model handles at most 16"):
+        predictor.predict_conversation(conv)
+    assert len(predictor.predict_conversation(conv[:16])) == 16
+
+
 # --------------------------------------------------------------------------- JSONL + CLI
 def _line(u: dict[str, Any], **extra: Any) -> str:
     feats = {m: np.asarray(v).tolist() for m, v in u["features"].items()}

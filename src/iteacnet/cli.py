@@ -261,6 +261,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     grid = dict(body["grid"])
     if args.seeds:
         grid["seeds"] = _seeds(args.seeds)
+    if args.protocols:
+        grid["protocols"] = [p for p in args.protocols.split(",") if p]
     if args.tables:
         grid["tables"] = _seeds(args.tables)
         grid.pop("variants", None)
@@ -429,6 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--address", default=None, help="ray: cluster address (default: start a local Ray)")
     sp.add_argument("--seeds", help="override the grid's seeds, e.g. 0,1,2")
     sp.add_argument("--tables", help="only these tables' variants, e.g. 2,4")
+    sp.add_argument("--protocols", help="only these protocols, e.g. ume (Table 1's `complete` always runs)")
     sp.add_argument("--variants", help="only these variants (see `iteacnet list`), e.g. iteacnet,gcnet")
 
     sp = add("report", cmd_report, "rebuild tables and plots from a results file, without training", config=False)

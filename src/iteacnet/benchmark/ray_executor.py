@@ -71,7 +71,8 @@ class RayExecutor:
         self.ray = import_ray()  # fail at construction, before any cell is scheduled
 
     def _start(self) -> bool:
-        """Connect or start Ray; True if this executor started (and must stop) it."""
+        """Join the cluster or start a local Ray; True if this executor did (and must then
+        disconnect, or stop the local Ray), False if the caller had already done it."""
         ray = self.ray
         if ray.is_initialized():
             return False  # the caller manages its own Ray session
@@ -86,7 +87,8 @@ class RayExecutor:
         if self.address:
             ray.init(address=self.address, **quiet)
         else:
-            ray.init(num_cpus=self.workers, num_gpus=0 if self.num_gpus == 0 else None, **quiet)
+            # "local": a fresh Ray even when RAY_ADDRESS or a running cluster would be found.
+            ray.init(address="local", num_cpus=self.workers, num_gpus=0 if self.num_gpus == 0 else None, **quiet)
         return True
 
     def _in_flight_limit(self) -> int:
