@@ -79,12 +79,14 @@ class Sizes:
     len_divisor: int = 1  # lengths ceil(L / len_divisor): same spread, shorter (quick)
     long_len: int = 1000  # the long-conversation check
     repeats: int = 3  # timed rounds per path
+    infer_passes: int = 3  # inference passes per round: one pass is short, so noisy
 
 
 FULL = Sizes()
 QUICK = Sizes(
     dims=(48, 24, 48), hidden=32, heads=4, batch_size=4,
     train_dialogues=8, test_dialogues=3, len_divisor=5, long_len=48, repeats=1,
+    infer_passes=1,
 )
 
 
@@ -341,7 +343,7 @@ def sanity_check(setup: Setup, opt_r: Runner, naive_r: Runner) -> dict[str, floa
     return {"ecce_bias_max_abs_diff": d_ecce, "student_logits_max_abs_diff": d_logits}
 
 
-def timed(fn: Callable[[], None], device: str) -> float:
+def timed(fn: Callable[[], object], device: str) -> float:
     sync(device)
     t0 = time.perf_counter()
     fn()
@@ -361,12 +363,15 @@ def measure_throughput(setup: Setup, opts: Options, warmup: int) -> dict[str, An
             r.train_epoch(setup)
             r.infer(setup)
     secs: dict[str, dict[str, list[float]]] = {k: {"train": [], "infer": []} for k in runners}
+    passes = opts.sizes.infer_passes
     for rnd in range(opts.sizes.repeats):
         order = ["optimized", "naive"] if rnd % 2 == 0 else ["naive", "optimized"]
         for name in order:
             r = runners[name]
             secs[name]["train"].append(timed(lambda r=r: r.train_epoch(setup), opts.device))
-            secs[name]["infer"].append(timed(lambda r=r: r.infer(setup), opts.device))
+            secs[name]["infer"].append(
+                timed(lambda r=r: [r.infer(setup) for _ in range(passes)], opts.device) / passes
+            )
         print(f"  round {rnd + 1}/{opts.sizes.repeats}: train s/epoch "
               f"opt {secs['optimized']['train'][-1]:.2f} naive {secs['naive']['train'][-1]:.2f}",
               file=sys.stderr)
@@ -563,7 +568,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--label-file", default=str(DEFAULT_LABEL_FILE))
     ap.add_argument("--allow-synthetic-lengths", action="store_true",
                     help="use made-up lengths when the label file is absent (default with --quick)")
-    ap.add_argument("--jobs", type=int, default=2, help="memory subprocesses at a time")
+    ap.add_argument("--jobs", type=int, default=None,
+                    help="memory subprocesses at a time (default 2; quick 5)")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads (default: torch's; quick: 1). Use 1 on a shared machine")
     ap.add_argument("--seed", type=int, default=0)
@@ -610,8 +616,9 @@ def main(argv: Sequence[str] | None = None) -> int:
           file=sys.stderr)
     throughput = measure_throughput(setup, opts, args.epochs_warmup)
     print("memory, one fresh process per configuration ...", file=sys.stderr)
+    jobs = args.jobs if args.jobs is not None else (5 if args.quick else 2)
     w = run_workers(["train-optimized", "train-naive", "infer-optimized", "infer-naive", "long"],
-                    opts, args.jobs)
+                    opts, jobs)
     memory = {"train": _memory_pair(w, "train"), "inference": _memory_pair(w, "infer")}
     res = {
         "meta": meta, "sanity": throughput.pop("sanity"), "throughput": throughput,

@@ -25,6 +25,7 @@ from iteacnet.config import (
     ModelConfig,
     SyntheticConfig,
     TrainConfig,
+    merge_dicts,
     parse_override,
     replace,
 )
@@ -51,13 +52,6 @@ def list_presets() -> list[str]:
     return seen
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def load_config(preset: str | None, config: str | None, overrides: list[str]) -> ExperimentConfig:
     d = ExperimentConfig().to_dict()
     for src in (find_preset(preset) if preset else None, Path(config) if config else None):
@@ -66,7 +60,7 @@ def load_config(preset: str | None, config: str | None, overrides: list[str]) ->
                 raise SystemExit(f"iteacnet: no config file at {src}")
             body = json.loads(src.read_text())
             body.pop("grid", None)  # benchmark presets carry a grid section
-            d = _merge(d, body)
+            d = merge_dicts(d, body)
     try:
         cfg = ExperimentConfig.from_dict(d)
         for o in overrides:

@@ -195,6 +195,14 @@ def from_dict(cls: type[T], d: dict[str, Any]) -> T:
     return cls(**kwargs)
 
 
+def merge_dicts(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`base` updated by `over`, recursively for nested dicts (presets over defaults)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge_dicts(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def replace(cfg: T, **changes: Any) -> T:
     """`dataclasses.replace` with dotted keys: replace(cfg, **{"train.epochs": 3})."""
     nested: dict[str, dict[str, Any]] = {}

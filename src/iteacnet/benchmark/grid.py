@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from iteacnet.benchmark.variants import VARIANTS
-from iteacnet.config import ExperimentConfig, ModelConfig, from_dict, replace
+from iteacnet.config import ExperimentConfig, ModelConfig, from_dict, merge_dicts, replace
 
 IEMOCAP = ("iemocap4", "iemocap6")
 
@@ -102,7 +102,7 @@ def expand(spec: GridSpec, base: ExperimentConfig) -> list[Cell]:
         folds = spec.folds if data.corpus in IEMOCAP else (0,)
         for vname in spec.variants:
             v = VARIANTS[vname]
-            model = from_dict(ModelConfig, _merge(base.to_dict()["model"], v.model))
+            model = from_dict(ModelConfig, merge_dicts(base.to_dict()["model"], v.model))
             protocols = [p for p in v.protocols if p == "complete" or p in spec.protocols]
             for protocol in protocols:
                 for seed in spec.seeds:
@@ -120,13 +120,6 @@ def expand(spec: GridSpec, base: ExperimentConfig) -> list[Cell]:
                             cfg = replace(cfg, **tr)
                             cells.append(Cell(_cell_id(cfg, protocol), vname, corpus_name, protocol, cfg.to_dict()))
     return cells
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 # ---------------------------------------------------------------------------- one cell
