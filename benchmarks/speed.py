@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -233,7 +234,9 @@ def naive_model(method: TeacherStudent) -> TeacherStudent:
     naive = copy.deepcopy(method)
     for net in (naive.teacher, naive.student):
         for mod in list(net.ecce.keys()):
-            net.ecce[mod] = NaiveECCE.from_ecce(net.ecce[mod])
+            e = net.ecce[mod]
+            assert isinstance(e, ECCE)
+            net.ecce[mod] = NaiveECCE.from_ecce(e)
     return naive
 
 
@@ -274,8 +277,7 @@ def padding_fraction(setup: Setup, naive: bool) -> float:
     lengths = setup.data.corpus.lengths()[list(setup.data.split.train)]
     bs = setup.train_cfg.batch_size
     if naive:
-        cells = -(-len(lengths) // bs) * bs * setup.max_len  # every batch is (bs, max_len) but the last
-        cells -= (-len(lengths) % bs) * setup.max_len
+        cells = len(lengths) * setup.max_len  # every row is max_len wide
     else:
         groups = bucketed_batches(lengths, bs, torch.Generator().manual_seed(0))
         cells = sum(len(g) * int(lengths[g].max()) for g in groups)
@@ -368,10 +370,13 @@ def measure_throughput(setup: Setup, opts: Options, warmup: int) -> dict[str, An
         order = ["optimized", "naive"] if rnd % 2 == 0 else ["naive", "optimized"]
         for name in order:
             r = runners[name]
-            secs[name]["train"].append(timed(lambda r=r: r.train_epoch(setup), opts.device))
-            secs[name]["infer"].append(
-                timed(lambda r=r: [r.infer(setup) for _ in range(passes)], opts.device) / passes
-            )
+
+            def infer(r: Runner = r) -> None:
+                for _ in range(passes):
+                    r.infer(setup)
+
+            secs[name]["train"].append(timed(partial(r.train_epoch, setup), opts.device))
+            secs[name]["infer"].append(timed(infer, opts.device) / passes)
         print(f"  round {rnd + 1}/{opts.sizes.repeats}: train s/epoch "
               f"opt {secs['optimized']['train'][-1]:.2f} naive {secs['naive']['train'][-1]:.2f}",
               file=sys.stderr)

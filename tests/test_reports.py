@@ -33,7 +33,7 @@ def test_rate_table_mean_std_average_decline():
     cells = [c.strip() for c in line.strip("|").split("|")]
     # rate 0.0: mean 82, sample std of (81, 83) = 1.41; average per seed (76, 79) -> 77.5 ± 2.12
     # decline per seed (10, 8) -> 9.00 ± 1.41
-    assert cells == ["AE", "82.00 ± 1.41", "73.00 ± 2.83", "77.50 ± 2.12", "9.00 ± 1.41"]
+    assert cells == ["AE", "82.00 ± 1.41", "73.00 ± 2.83", "77.50 ± 2.12", "9.00 ± 1.41", "2"]
 
 
 def test_gcnet_compatible_is_flagged():

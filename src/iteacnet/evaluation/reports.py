@@ -125,7 +125,8 @@ def _mean_over_rates(cells: dict[float, list[float]], rates: Sequence[float]) ->
 
 
 def rate_table(rows: Sequence[dict[str, Any]], metric: str = "waf", digits: int = 2) -> str:
-    """Markdown like the paper's Tables 2–4: one line per method, rates, Average, Decline."""
+    """Markdown like the paper's Tables 2–4: one line per method, rates, Average, Decline,
+    and the number of seeds behind each cell (a range when some rates have fewer)."""
     groups = per_seed(rows, metric)
     if not groups:
         return f"_no rows with {metric}_\n"
@@ -139,7 +140,7 @@ def rate_table(rows: Sequence[dict[str, Any]], metric: str = "waf", digits: int 
             if flagged:
                 title += " — ⚠ gcnet-compatible: model selected on the test fold"
             out.append(title + "\n")
-            head = ["Method"] + [f"{r:.1f}" for r in rates] + ["Average", "Decline"]
+            head = ["Method"] + [f"{r:.1f}" for r in rates] + ["Average", "Decline", "Seeds"]
             out.append("| " + " | ".join(head) + " |")
             out.append("|" + "---|" * len(head))
             for g, cells in sorted(sel.items(), key=lambda kv: group_label(dict(zip(GROUP_KEYS, kv[0])))):
@@ -153,7 +154,9 @@ def rate_table(rows: Sequence[dict[str, Any]], metric: str = "waf", digits: int 
                     dec = format_mean_std([cells[lo][i] - cells[hi][i] for i in range(n)], digits)
                 else:
                     dec = "–"
-                out.append("| " + " | ".join([label, *vals, avg, dec]) + " |")
+                counts = sorted({len(cells[r]) for r in have})
+                seeds = str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+                out.append("| " + " | ".join([label, *vals, avg, dec, seeds]) + " |")
             out.append("")
     return "\n".join(out) + "\n"
 
