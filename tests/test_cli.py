@@ -47,3 +47,11 @@ def test_data_inspect_on_real_mosi(capsys):
     out = capsys.readouterr().out
     for s in ("93", "2,199", "100", "73", "1,284", "229", "686"):
         assert s in out, s
+
+
+def test_params_prints_the_split_by_module(capsys):
+    assert main(["params", "--set", "model.hidden=16", "--set", "model.heads=2", "--dims", "text=8,audio=4"]) == 0
+    out = capsys.readouterr().out
+    assert "teacher:" in out and "student:" in out and "router" in out and "blocks.audio" in out
+    with pytest.raises(SystemExit, match="modality=size"):
+        main(["params", "--dims", "text"])

@@ -380,6 +380,32 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_params(args: argparse.Namespace) -> int:
+    """Parameter counts of the configured method, split by module (METHOD §8)."""
+    import torch
+
+    from iteacnet.models.base import ModelSpec, count_parameters
+    from iteacnet.training.frameworks import build_method
+
+    cfg = load_config(args.preset, args.config, args.set)
+    try:
+        dims = tuple((m, int(d)) for m, d in (kv.split("=") for kv in args.dims.split(",")))
+    except ValueError:
+        raise SystemExit(f"iteacnet params: --dims takes modality=size pairs, got {args.dims!r}") from None
+    spec = ModelSpec(dims=dims, num_outputs=args.classes, task="classification", num_speakers=args.speakers)
+    torch.manual_seed(0)
+    method = build_method(spec, cfg.model)
+    print(f"{cfg.model.method} ({cfg.model.framework}), D={cfg.model.hidden}, H={cfg.model.heads}, dims {dict(dims)}")
+    for name in ("teacher", "student", "model"):
+        part = getattr(method, name, None)
+        if part is not None and hasattr(part, "parameter_report"):
+            print(f"  {name}:")
+            for k, v in part.parameter_report().items():
+                print(f"    {k:<22}{v:>12,}")
+    print(f"  total (all parts):    {count_parameters(method):>12,}")
+    return 0
+
+
 # ---------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="iteacnet", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -445,6 +471,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--checkpoint", required=True, help="a checkpoint folder (model.safetensors, config.json, meta.json)")
     sp.add_argument("--input", required=True, help="conversation JSONL: id, speaker, text and/or features per line")
     sp.add_argument("--output", help="out.json or out.csv (default: JSON to stdout)")
+
+    sp = add("params", cmd_params, "parameter counts of the configured method, split by module")
+    sp.add_argument("--dims", default="text=1024,audio=512,visual=1024", help="modality=size pairs (GCNet's IEMOCAP sizes by default)")
+    sp.add_argument("--classes", type=int, default=4)
+    sp.add_argument("--speakers", type=int, default=2)
 
     add("list", cmd_list, "list methods, mixers, frameworks and presets", config=False)
     return p
