@@ -159,3 +159,34 @@ def test_parameter_counts_at_method_defaults() -> None:
     assert 1.5e6 < teacher["total"] < 4e6
     assert 2.5e6 < student["total"] < 6e6
     assert student["router"] == 4 * 3 * (128 * 6 + 6)
+
+
+def test_activation_checkpointing_gives_the_same_loss_and_gradients():
+    """Long conversations recompute layers in backward; results must not change."""
+    from iteacnet.config import ModelConfig as _MC
+    from iteacnet.models.base import ModelInput as _MI
+    from iteacnet.models.base import ModelSpec as _MS
+    from iteacnet.models.iteacnet import ITEACNet as _Net
+
+    spec = _MS(dims=(("text", 6), ("audio", 4)), num_outputs=3)
+    B, T = 2, 9
+    g = torch.Generator().manual_seed(0)
+    x = _MI(
+        features={"text": torch.randn(B, T, 6, generator=g), "audio": torch.randn(B, T, 4, generator=g)},
+        present=torch.ones(B, T, 2, dtype=torch.bool),
+        valid=torch.ones(B, T, dtype=torch.bool),
+        speakers=torch.zeros(B, T, dtype=torch.long),
+    )
+    grads = []
+    for above in (0, 4):  # never / always (T = 9 > 4)
+        torch.manual_seed(0)
+        cfg = _MC(hidden=16, heads=2, max_len=16, dropout=0.1, attn_dropout=0.1, checkpoint_above=above)
+        net = _Net(spec, cfg, kind="NAS", layers=2).train()
+        torch.manual_seed(1)  # same dropout draws
+        loss = net(x).logits.square().mean()
+        loss.backward()
+        grads.append((float(loss.detach()), [p.grad.clone() for p in net.parameters() if p.grad is not None]))
+    assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-6)
+    assert len(grads[0][1]) == len(grads[1][1])
+    for a, b in zip(grads[0][1], grads[1][1]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -75,7 +75,13 @@ class ModelConfig:
     hidden: int = 128
     heads: int = 8
     mlp_ratio: float = 4.0
-    dropout: float = 0.1
+    dropout: float = 0.1  # projections, MLP, cross-attention output
+    # Dropout on attention weights. 0 lets PyTorch use its fused, memory-lean attention
+    # kernel where no bias gradient is needed (cross-attention); the paper gives no value.
+    attn_dropout: float = 0.0
+    # In training, recompute each encoder layer in the backward pass (activation
+    # checkpointing) for batches longer than this many utterances; 0 never does.
+    checkpoint_above: int = 256
     input_dropout: float = 0.1
     ecce: ECCEConfig = field(default_factory=ECCEConfig)
     teacher_kind: str = "TF"  # TF | NAS

@@ -60,6 +60,7 @@ class ITEACBlock(nn.Module):
         dropout: float = 0.0,
         max_len: int = 128,
         routing: str = "soft",
+        attn_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if kind not in KINDS:
@@ -73,7 +74,7 @@ class ITEACBlock(nn.Module):
         self.router: nn.Linear | None
         if kind == "TF":
             self.mixer_names = ("attention",)
-            self.mixers = nn.ModuleList([Attention(dim, heads=heads, dropout=dropout)])
+            self.mixers = nn.ModuleList([Attention(dim, heads=heads, dropout=dropout, attn_dropout=attn_dropout)])
             self.router = None  # identity router: the single mixer gets weight 1
         else:
             if not mixers:
@@ -81,7 +82,7 @@ class ITEACBlock(nn.Module):
             self.mixer_names = tuple(mixers)
             self.mixers = nn.ModuleList(
                 [
-                    MIXERS[n](dim, heads=heads, dropout=dropout, max_len=max_len)
+                    MIXERS[n](dim, heads=heads, dropout=dropout, max_len=max_len, attn_dropout=attn_dropout)
                     for n in self.mixer_names
                 ]
             )
@@ -131,12 +132,12 @@ class ITEACBlock(nn.Module):
 class CrossAttention(nn.Module):
     """Fusion round: `t + CA(q = LN(t), k = v = LN(a))`, keys masked to valid utterances."""
 
-    def __init__(self, dim: int, heads: int, dropout: float = 0.0) -> None:
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0, attn_dropout: float = 0.0) -> None:
         super().__init__()
         if dim % heads != 0:
             raise ValueError(f"hidden size {dim} is not divisible by {heads} heads")
         self.heads = heads
-        self.dropout = dropout
+        self.attn_dropout = attn_dropout
         self.norm_q = nn.LayerNorm(dim)
         self.norm_kv = nn.LayerNorm(dim)
         self.q = nn.Linear(dim, dim)
@@ -156,7 +157,7 @@ class CrossAttention(nn.Module):
             k,
             v,
             attn_mask=key_padding_mask(valid, q.dtype),
-            dropout_p=self.dropout if self.training else 0.0,
+            dropout_p=self.attn_dropout if self.training else 0.0,
         )  # (B, H, T, D/H)
         y = self.proj_drop(self.proj(y.transpose(1, 2).reshape(B, T, D)))  # (B, T, D)
         return t + y * valid.to(t.dtype).unsqueeze(-1)
@@ -193,18 +194,19 @@ class EncoderLayer(nn.Module):
         dropout: float = 0.0,
         max_len: int = 128,
         routing: str = "soft",
+        attn_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.modalities = tuple(modalities)
         self.target = fusion_target(self.modalities)
         self.blocks = nn.ModuleDict(
             {
-                m: ITEACBlock(dim, heads, kind, mixers, mlp_ratio, dropout, max_len, routing)
+                m: ITEACBlock(dim, heads, kind, mixers, mlp_ratio, dropout, max_len, routing, attn_dropout)
                 for m in self.modalities
             }
         )
         self.sources = tuple(m for m in self.modalities if m != self.target)
-        self.cross = nn.ModuleDict({m: CrossAttention(dim, heads, dropout) for m in self.sources})
+        self.cross = nn.ModuleDict({m: CrossAttention(dim, heads, dropout, attn_dropout) for m in self.sources})
 
     def forward(
         self,

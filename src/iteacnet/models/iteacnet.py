@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from iteacnet.config import ModelConfig
 from iteacnet.models.base import ModelInput, ModelSpec
@@ -97,11 +98,13 @@ class ITEACNet(nn.Module):
                     cfg.dropout,
                     cfg.max_len,
                     cfg.routing,
+                    cfg.attn_dropout,
                 )
                 for _ in range(layers)
             ]
         )
         self.classifier = nn.Linear(D, spec.num_outputs)
+        self.checkpoint_above = cfg.checkpoint_above
         self.apply(_init_weights)
 
     # -- forward ---------------------------------------------------------------------------
@@ -125,8 +128,12 @@ class ITEACNet(nn.Module):
             )  # (B, H, T, T)
         hiddens: list[torch.Tensor] = []
         routes: list[dict[str, torch.Tensor]] = []
+        recompute = self.training and 0 < self.checkpoint_above < valid.shape[1]
         for layer in self.layers:
-            hs, r = layer(hs, valid, biases)
+            if recompute:  # long conversations: trade compute for activation memory
+                hs, r = checkpoint(layer, hs, valid, biases, use_reentrant=False)
+            else:
+                hs, r = layer(hs, valid, biases)
             hiddens.append(hs[self.target])  # h^l: the fused text
             if r:
                 routes.append(r)

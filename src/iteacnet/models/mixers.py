@@ -110,12 +110,14 @@ class AvgPool(nn.Module):
 class Attention(nn.Module):
     """Multi-head self-attention; ECCE's bias is added to the logits (paper Eqs. 10–11)."""
 
-    def __init__(self, dim: int, heads: int = 8, dropout: float = 0.0, **kw: Any) -> None:
+    def __init__(
+        self, dim: int, heads: int = 8, dropout: float = 0.0, attn_dropout: float = 0.0, **kw: Any
+    ) -> None:
         super().__init__()
         if dim % heads != 0:
             raise ValueError(f"hidden size {dim} is not divisible by {heads} heads")
         self.heads = heads
-        self.dropout = dropout
+        self.attn_dropout = attn_dropout
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(dropout)
@@ -132,7 +134,7 @@ class Attention(nn.Module):
         if bias is not None:
             mask = mask + bias.to(q.dtype)  # (B, H, T, T)
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
+            q, k, v, attn_mask=mask, dropout_p=self.attn_dropout if self.training else 0.0
         )  # (B, H, T, D/H)
         y = y.transpose(1, 2).reshape(B, T, D)
         return self.proj_drop(self.proj(y)) * _mask(valid, x)
