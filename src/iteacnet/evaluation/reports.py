@@ -266,12 +266,13 @@ def ecce_table(rows: Sequence[dict[str, Any]], digits: int = 2) -> str:
     if not groups:
         return ""
     order = {"none": 0, "global": 1, "both": 2}
-    out = ["| Dataset | Local | Global | WAF |", "|---|---|---|---|"]
+    out = ["| Dataset | Local | Global | WAF | Seeds |", "|---|---|---|---|---|"]
     for g, cells in sorted(groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][5], 9))):
         ecce = g[5]
         local = "✓" if ecce == "both" else "✕"
         glob = "✓" if ecce in ("both", "global") else "✕"
-        out.append(f"| {g[0]} | {local} | {glob} | {format_mean_std(cells.get(0.0, []), digits)} |")
+        vals = cells.get(0.0, [])
+        out.append(f"| {g[0]} | {local} | {glob} | {format_mean_std(vals, digits)} | {len(vals)} |")
     return "\n".join(out) + "\n"
 
 
