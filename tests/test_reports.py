@@ -62,3 +62,12 @@ def test_plots_are_written(tmp_path):
     assert plot_rates(_rows(), tmp_path / "a.png").stat().st_size > 0
     assert plot_router({"text": np.full((2, 3), 1 / 3)}, ["x", "y", "z"], tmp_path / "b.png").stat().st_size > 0
     assert plot_router({}, [], tmp_path / "c.png") is None
+
+
+def test_gzipped_grid_file_is_read(tmp_path):
+    import gzip
+    import json
+
+    rec = {"cell": "x", "rows": _rows()}
+    (tmp_path / "cells.jsonl.gz").write_bytes(gzip.compress((json.dumps(rec) + "\n").encode()))
+    assert read_rows(tmp_path / "cells.jsonl.gz") == _rows()

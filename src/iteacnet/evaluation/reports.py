@@ -7,6 +7,8 @@ Aggregation: per seed, the mean over folds (IEMOCAP's 5 folds); then mean ± std
 from __future__ import annotations
 
 import csv
+import gzip
+import io
 import json
 import math
 from collections import defaultdict
@@ -39,14 +41,14 @@ def write_rows(rows: Sequence[dict[str, Any]], folder: Path, stem: str = "result
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows from a results JSON, a JSONL (the benchmark grid's), or a CSV."""
+    """Rows from a results JSON, a JSONL (the benchmark grid's), or a CSV; any of them gzipped."""
     if not path.is_file():
         raise FileNotFoundError(f"no results file at {path}")
-    if path.suffix == ".csv":
-        with path.open() as f:
-            return [{k: _parse(v) for k, v in r.items()} for r in csv.DictReader(f)]
-    text = path.read_text()
-    if path.suffix == ".jsonl":  # the grid's cells.jsonl holds {"cell", "rows": [...]}; torn lines skipped
+    suffix = Path(path.stem).suffix if path.suffix == ".gz" else path.suffix  # cells.jsonl.gz
+    text = gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
+    if suffix == ".csv":
+        return [{k: _parse(v) for k, v in r.items()} for r in csv.DictReader(io.StringIO(text))]
+    if suffix == ".jsonl":  # the grid's cells.jsonl holds {"cell", "rows": [...]}; torn lines skipped
         out: list[dict[str, Any]] = []
         for line in text.splitlines():
             try:
