@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from iteacnet.config import ExperimentConfig, TrainConfig, replace
+from iteacnet.config import ExperimentConfig, TrainConfig
 from iteacnet.data.batching import Batch, iterate_batches
 from iteacnet.data.corpus import Corpus
 from iteacnet.evaluation.metrics import compute_metrics
@@ -115,28 +115,37 @@ def train_one_epoch(
     train: TrainConfig,
     generator: torch.Generator,
     parallel: Parallel | None = None,
+    pretrain: bool = False,
 ) -> dict[str, float]:
+    """One epoch of the method's training loss on (complete, masked) batches; with `pretrain`,
+    of its own stage-1 objective on complete data (MMIN's encoders), unclipped as before."""
     method.train()
     sums: dict[str, float] = {}
     n = 0
+    prefix = "pre_" if pretrain else ""
     for batch in iterate_batches(data.corpus, data.split.train, train.batch_size, generator):
         batch = batch.to(train.device)
-        rate = training_rate(train, generator)
-        mask = sample_mask(batch.valid, batch.available.shape[-1], rate, generator, batch.available)
+        if pretrain:
+            mask = batch.available
+        else:
+            rate = training_rate(train, generator)
+            mask = sample_mask(batch.valid, batch.available.shape[-1], rate, generator, batch.available)
         weight = 1.0
         if parallel is not None:
             batch, mask, weight = shard_batch(batch, mask, parallel.rank, parallel.world)
         opt.zero_grad(set_to_none=True)
         if weight > 0:  # a rank with no conversation in this batch still joins the gradient sum
             full = model_input(batch, batch.available)
-            masked = model_input(batch, mask)
-            out = cast(Method, method).training_loss(full, masked, batch.labels)
+            if pretrain:
+                out = method.pretrain_loss(full, batch.labels)  # type: ignore[operator]
+            else:
+                out = cast(Method, method).training_loss(full, model_input(batch, mask), batch.labels)
             (out.total * weight if parallel is not None else out.total).backward()
             for k, v in out.parts.items():
-                sums[k] = sums.get(k, 0.0) + v * weight
+                sums[prefix + k] = sums.get(prefix + k, 0.0) + v * weight
         if parallel is not None:
             parallel.sync_grads(method)
-        if train.grad_clip > 0:
+        if train.grad_clip > 0 and not pretrain:
             nn.utils.clip_grad_norm_(method.parameters(), train.grad_clip)
         opt.step()
         n += 1
@@ -317,7 +326,7 @@ def fit(
     done_here = 0
     for epoch in bar:
         if epoch < pretrain_epochs and hasattr(method, "pretrain_loss"):
-            parts = _pretrain_epoch(method, opt, data, train, generator, parallel)
+            parts = train_one_epoch(method, opt, data, train, generator, parallel, pretrain=True)
         else:
             parts = train_one_epoch(method, opt, data, train, generator, parallel)
         row: dict[str, float] = {"epoch": epoch, **parts}
@@ -343,35 +352,3 @@ def fit(
         meta = checkpoint_meta(data, cfg, {"best_epoch": best_epoch, "best_val_waf": best_score, "history": history})
         save_checkpoint(out_dir, method, cfg, meta)
     return result
-
-
-def _pretrain_epoch(
-    method: nn.Module, opt: torch.optim.Optimizer, data: PreparedData, train: TrainConfig,
-    generator: torch.Generator, parallel: Parallel | None = None,
-) -> dict[str, float]:
-    """One epoch of a method's own stage-1 objective on complete data (MMIN's encoders)."""
-    method.train()
-    sums: dict[str, float] = {}
-    n = 0
-    for batch in iterate_batches(data.corpus, data.split.train, train.batch_size, generator):
-        batch = batch.to(train.device)
-        weight = 1.0
-        if parallel is not None:
-            batch, _, weight = shard_batch(batch, batch.available, parallel.rank, parallel.world)
-        opt.zero_grad(set_to_none=True)
-        if weight > 0:
-            out = method.pretrain_loss(model_input(batch, batch.available), batch.labels)  # type: ignore[operator]
-            (out.total * weight if parallel is not None else out.total).backward()
-            for k, v in out.parts.items():
-                sums[f"pre_{k}"] = sums.get(f"pre_{k}", 0.0) + v * weight
-        if parallel is not None:
-            parallel.sync_grads(method)
-        opt.step()
-        n += 1
-    if parallel is not None:
-        sums = parallel.sum_floats(sums)
-    return {k: v / max(n, 1) for k, v in sums.items()}
-
-
-def with_seed(cfg: ExperimentConfig, seed: int) -> ExperimentConfig:
-    return replace(cfg, **{"train.seed": seed})
