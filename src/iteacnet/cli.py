@@ -220,7 +220,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from iteacnet.data.loading import load_corpus
-    from iteacnet.evaluation.protocols import _rows, score_test
+    from iteacnet.evaluation.protocols import result_rows, score_test
     from iteacnet.evaluation.reports import write_report
     from iteacnet.training.checkpoint import load_weights, read_checkpoint_files
     from iteacnet.training.engine import prepare
@@ -234,7 +234,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     method = build_method(data.spec, cfg.model)
     load_weights(method, ckpt / "model.safetensors")
     rates = tuple(float(r) for r in args.rates.split(",")) if args.rates else cfg.eval.rates
-    rows = _rows(cfg, "ume", score_test(method, data, cfg, rates), {"checkpoint": str(ckpt)})
+    rows = result_rows(cfg, "ume", score_test(method, data, cfg, rates), {"checkpoint": str(ckpt)})
     md = write_report(rows, Path(args.out or ckpt / "evaluation"), title=f"{cfg.name}: evaluation of {ckpt}")
     print(md.read_text())
     return 0

@@ -133,7 +133,7 @@ def _corpus(data_json: str) -> Any:
 
 def run_cell(cell: Cell) -> list[dict[str, Any]]:
     """Train and score one cell; returns its result rows (runs in a worker process)."""
-    from iteacnet.evaluation.protocols import _rows, score_test
+    from iteacnet.evaluation.protocols import result_rows, score_test
     from iteacnet.training.engine import fit, prepare
 
     t0 = time.perf_counter()
@@ -148,7 +148,7 @@ def run_cell(cell: Cell) -> list[dict[str, Any]]:
              "best_epoch": result.best_epoch, "val_waf": result.best_score,
              "train_seconds": round(time.perf_counter() - t0, 2),
              "train_rate": f"{cfg.train.rate:.1f}" if cell.protocol == "ime" else f"U[0,{cfg.train.ume_max_rate}]"}
-    return _rows(cfg, cell.protocol, scores, extra)
+    return result_rows(cfg, cell.protocol, scores, extra)
 
 
 # ---------------------------------------------------------------------------- the store

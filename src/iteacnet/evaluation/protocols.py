@@ -19,9 +19,11 @@ from iteacnet.data.batching import iterate_batches
 from iteacnet.masking import pattern_mask
 from iteacnet.training.engine import (
     PreparedData,
+    batch_presence,
     eval_masks,
     fit,
     model_input,
+    row_positions,
     score_masks,
     split_rows,
 )
@@ -46,7 +48,7 @@ def run_key(cfg: ExperimentConfig) -> dict[str, Any]:
     }
 
 
-def _rows(cfg: ExperimentConfig, protocol: str, scores: dict[Any, dict[str, float]], extra: dict[str, Any]) -> list[dict[str, Any]]:
+def result_rows(cfg: ExperimentConfig, protocol: str, scores: dict[Any, dict[str, float]], extra: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for key, metrics in scores.items():
         row = {**run_key(cfg), "protocol": protocol, **extra}
@@ -76,7 +78,7 @@ def run_ume(cfg: ExperimentConfig, data: PreparedData, out_dir: Path | None = No
     scores = score_test(result.method, data, cfg, cfg.eval.rates)
     extra = {"best_epoch": result.best_epoch, "val_waf": result.best_score, "train_seconds": result.seconds,
              "train_rate": f"U[0,{cfg.train.ume_max_rate}]"}
-    return _rows(cfg, "ume", scores, extra), result.method
+    return result_rows(cfg, "ume", scores, extra), result.method
 
 
 def run_ime(cfg: ExperimentConfig, data: PreparedData, out_dir: Path | None = None) -> list[dict[str, Any]]:
@@ -88,7 +90,7 @@ def run_ime(cfg: ExperimentConfig, data: PreparedData, out_dir: Path | None = No
         scores = score_test(result.method, data, c, (rate,))
         extra = {"best_epoch": result.best_epoch, "val_waf": result.best_score,
                  "train_seconds": result.seconds, "train_rate": f"{rate:.1f}"}
-        rows.extend(_rows(c, "ime", scores, extra))
+        rows.extend(result_rows(c, "ime", scores, extra))
     return rows
 
 
@@ -101,15 +103,12 @@ def router_usage(method: nn.Module, data: PreparedData, cfg: ExperimentConfig, r
         return {}
     net = model()
     masks = eval_masks(data, "test", (rate,), cfg.eval.mask_seed)[rate]
-    rows = split_rows(data.corpus, data.split.test)
-    pos = np.full(data.corpus.num_utterances, -1, dtype=np.int64)
-    pos[rows] = np.arange(len(rows))
+    pos = row_positions(data.corpus, split_rows(data.corpus, data.split.test))
     sums: dict[str, np.ndarray] = {}
     count = 0
     net.eval()
     for batch in iterate_batches(data.corpus, list(data.split.test), cfg.train.batch_size):
-        present = torch.from_numpy(masks[pos[batch.index.clamp(min=0).numpy()]]) & batch.available
-        out = net(model_input(batch, present))
+        out = net(model_input(batch, batch_presence(batch, masks, pos)))
         if not out.routes:
             return {}
         v = batch.valid

@@ -120,7 +120,7 @@ def train_distributed(cfg: ExperimentConfig, out: Path, protocol: str, seeds: li
     """`iteacnet train` as one rank of a data-parallel run: the same folders and results,
     written by rank 0 (checkpoints per seed, results.csv/json, report.md)."""
     from iteacnet.data.loading import load_corpus
-    from iteacnet.evaluation.protocols import _rows, score_test
+    from iteacnet.evaluation.protocols import result_rows, score_test
     from iteacnet.evaluation.reports import write_report
     from iteacnet.training.engine import fit, prepare
 
@@ -141,7 +141,7 @@ def train_distributed(cfg: ExperimentConfig, out: Path, protocol: str, seeds: li
                     extra = {"best_epoch": result.best_epoch, "val_waf": result.best_score,
                              "train_seconds": result.seconds, "world_size": ctx.world,
                              "train_rate": f"{rc.train.rate:.1f}" if protocol == "ime" else f"U[0,{rc.train.ume_max_rate}]"}
-                    rows.extend(_rows(rc, protocol, scores, extra))
+                    rows.extend(result_rows(rc, protocol, scores, extra))
             if ctx.rank == 0:
                 c.to_json(sub / "config.json")
         if ctx.rank == 0:

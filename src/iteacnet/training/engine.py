@@ -61,6 +61,20 @@ def split_rows(corpus: Corpus, dialogues: tuple[int, ...] | list[int]) -> np.nda
     return np.concatenate([np.arange(corpus.offsets[i], corpus.offsets[i + 1]) for i in dialogues])
 
 
+def row_positions(corpus: Corpus, rows: np.ndarray) -> np.ndarray:
+    """(N_corpus,) position of every corpus row within `rows` (a split's order), -1 elsewhere."""
+    pos = np.full(corpus.num_utterances, -1, dtype=np.int64)
+    pos[rows] = np.arange(len(rows))
+    return pos
+
+
+def batch_presence(batch: Batch, present: np.ndarray, pos: np.ndarray) -> torch.Tensor:
+    """(B, T, M) a split's fixed (N, M) mask gathered for a batch, limited to what the data has."""
+    p = pos[batch.index.clamp(min=0).cpu().numpy()]  # (B, T)
+    mask = torch.from_numpy(present[p]).to(batch.valid.device) & batch.available
+    return mask & batch.valid[..., None]
+
+
 def model_input(batch: Batch, present: torch.Tensor) -> ModelInput:
     """Zero every missing (or padded) modality: a missing modality is an all-zero vector."""
     feats = {m: x * present[..., j : j + 1].to(x.dtype) for j, (m, x) in enumerate(batch.features.items())}
@@ -167,17 +181,11 @@ def predict_split(
     """(N, C) outputs for a split under a fixed (N, M) presence mask (None: all available)."""
     method.eval()
     rows = split_rows(corpus, dialogues)
-    pos = np.full(corpus.num_utterances, -1, dtype=np.int64)
-    pos[rows] = np.arange(len(rows))
+    pos = row_positions(corpus, rows)
     out: np.ndarray | None = None
     for batch in iterate_batches(corpus, list(dialogues), batch_size):
         batch = batch.to(device)
-        if present is None:
-            mask = batch.available
-        else:
-            p = pos[batch.index.clamp(min=0).cpu().numpy()]  # (B, T)
-            mask = torch.from_numpy(present[p]).to(device) & batch.available
-            mask &= batch.valid[..., None]
+        mask = batch.available if present is None else batch_presence(batch, present, pos)
         pred = cast(Method, method).predict(model_input(batch, mask))  # (B, T, C)
         if out is None:
             out = np.zeros((len(rows), pred.shape[-1]), dtype=np.float32)
@@ -234,9 +242,7 @@ def _predict_sharded(
 ) -> np.ndarray:
     """`predict_split` over this rank's dialogues, assembled on every rank by a sum."""
     mine = list(dialogues)[parallel.rank :: parallel.world]
-    pos = np.full(data.corpus.num_utterances, -1, dtype=np.int64)
-    pos[rows] = np.arange(len(rows))
-    p = pos[split_rows(data.corpus, mine)]
+    p = row_positions(data.corpus, rows)[split_rows(data.corpus, mine)]
     out = torch.zeros(len(rows), data.spec.num_outputs, dtype=torch.float32, device=device)
     if len(mine):
         part = predict_split(method, data.corpus, mine, mask[p], batch_size, device)
