@@ -8,6 +8,7 @@ Models know tensors only: no files, corpora, training loops or CLI.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -51,6 +52,36 @@ class ModelInput:
     speakers: torch.Tensor  # (B, T) int64
 
 
+@dataclass(frozen=True)
+class BatchTotals:
+    """Whole-batch denominators of a method's mean-type losses.
+
+    Every mean in a training loss (over valid utterances, over incomplete ones, ...) is
+    written as a sum over the utterances the method sees divided by a count taken here.
+    In one process the counts come from the batch itself. In a data-parallel step each rank
+    sees a shard of the batch while the counts come from the whole batch (every rank holds it
+    before sharding), so the ranks' losses add up to the one-process loss and their summed
+    gradients to its gradient, whichever utterances a term averages over.
+    """
+
+    full: ModelInput  # the whole batch, complete; only `present` and `valid` are read
+    masked: ModelInput  # the whole batch under the training mask
+
+    def count(self, select: Callable[[ModelInput, ModelInput], torch.Tensor]) -> torch.Tensor:
+        """() float: how many (B, T) utterances `select(full, masked)` picks; at least 1."""
+        return select(self.full, self.masked).sum().clamp(min=1).float()
+
+    @property
+    def valid(self) -> torch.Tensor:
+        """() float: valid utterances of the whole batch."""
+        return self.count(lambda full, masked: masked.valid)
+
+
+def batch_totals(full: ModelInput, masked: ModelInput, totals: BatchTotals | None) -> BatchTotals:
+    """`totals`, or, where none is given, the totals of this (whole) batch."""
+    return totals if totals is not None else BatchTotals(full, masked)
+
+
 @dataclass
 class LossOutput:
     total: torch.Tensor  # scalar to backpropagate
@@ -62,10 +93,15 @@ class Method(Protocol):
 
     `training_loss` sees the same conversations twice: complete (`full`, only the modalities
     the data has) and with the training mask applied (`masked`). Methods that learn only from
-    masked input ignore `full`. `predict` returns (B, T, C) logits or (B, T, 1) scores.
+    masked input ignore `full`. Its means divide by counts from `totals` (see BatchTotals;
+    None: this batch is the whole batch). `predict` returns (B, T, C) logits or (B, T, 1)
+    scores. A method whose loss couples the utterances of a batch (CPM-Net's class
+    similarities) sets `couples_batch = True`: it cannot train on shards of a batch.
     """
 
-    def training_loss(self, full: ModelInput, masked: ModelInput, labels: torch.Tensor) -> LossOutput: ...
+    def training_loss(
+        self, full: ModelInput, masked: ModelInput, labels: torch.Tensor, totals: BatchTotals | None = None
+    ) -> LossOutput: ...
 
     def predict(self, x: ModelInput) -> torch.Tensor: ...
 
@@ -76,20 +112,28 @@ class Method(Protocol):
 METHODS: Registry[Any] = Registry("method")
 
 
-def emotion_loss(pred: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
-    """L_emo over valid utterances: cross-entropy, or MSE/MAE on scores (METHOD §5)."""
+def emotion_loss(
+    pred: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor, spec: ModelSpec, count: torch.Tensor | None = None
+) -> torch.Tensor:
+    """L_emo over valid utterances: cross-entropy, or MSE/MAE on scores (METHOD §5).
+
+    Summed over `valid` and divided by `count` (default: how many are valid, the mean)."""
+    n = valid.sum().clamp(min=1).float() if count is None else count
     if spec.task == "classification":
-        return F.cross_entropy(pred[valid], labels[valid].long())
+        return F.cross_entropy(pred[valid], labels[valid].long(), reduction="sum") / n
     score = pred[..., 0][valid]
     target = labels[valid].float()
-    return F.l1_loss(score, target) if spec.regression_loss == "mae" else F.mse_loss(score, target)
+    err = (score - target).abs() if spec.regression_loss == "mae" else (score - target).pow(2)
+    return err.sum() / n
 
 
-def masked_mse(a: torch.Tensor, b: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over the utterances where `rows` (B, T) is True; 0 if none."""
+def masked_mse(a: torch.Tensor, b: torch.Tensor, rows: torch.Tensor, count: torch.Tensor | None = None) -> torch.Tensor:
+    """Squared error over the utterances where `rows` (B, T) is True, per element: the mean
+    when `count` is None, else divided by `count` utterances × D; 0 if no row is True."""
     if not bool(rows.any()):
         return a.sum() * 0.0
-    return F.mse_loss(a[rows], b[rows])
+    n = rows.sum().float() if count is None else count
+    return (a[rows] - b[rows]).pow(2).sum() / (n * a.shape[-1])
 
 
 def default_param_groups(module: nn.Module, lr: float) -> list[dict[str, Any]]:

@@ -7,19 +7,22 @@ Design (why the result equals a one-process run up to floating-point reduction o
 - every rank draws the same batches and the same training masks from the same seeded
   generator, then trains on its share of each batch's conversations (every N-th, from its
   rank; `engine.shard_batch`), padded length and all;
-- each rank's loss is weighted by its share of the batch's valid utterances, and the
-  gradients are summed over the ranks (one all-reduce of a flat buffer per step), so a loss
-  that is a mean over valid utterances (the emotion loss of every framework and baseline)
-  gets exactly the one-process gradient; clipping and the AdamW step then run on identical
-  gradients on every rank, which keeps the weights identical without broadcasts;
+- each rank's losses divide by the whole batch's totals (`models.base.BatchTotals`: valid
+  utterances, incomplete utterances, ...; counted before sharding), so the ranks' losses add
+  up to the one-process loss, whatever each term averages over, and the gradients summed
+  over the ranks (one all-reduce of a flat buffer per step) are the one-process gradient;
+  clipping and the AdamW step then run on identical gradients on every rank, which keeps
+  the weights identical without broadcasts;
+- a method's stage change (MMIN's teacher snapshot) happens at an epoch boundary on every
+  rank, never at "the first batch this rank sees";
 - validation and test predictions are split over the ranks by dialogue and summed, so every
   rank computes the same metrics and makes the same model selection; only rank 0 writes.
 
-Where it is not exact: (1) dropout draws differ (each rank has its own stream, as in any
-data-parallel run); (2) a loss term averaged over something other than valid utterances
-(the ITS/TS imputation MSE over incomplete utterances, baselines' reconstruction terms)
-is weighted by the valid-utterance share too, which matches one process only when each rank
-holds the same share of incomplete utterances. The README gives the measured difference.
+Where it is not exact: dropout draws differ (each rank has its own stream, as in any
+data-parallel run), so with dropout on, a 2-process run is another draw of the same
+training, not the same numbers. A method whose loss couples the utterances of a batch
+(CPM-Net's classification loss: class similarities within the batch, centroids from batch
+means) sets `couples_batch` and is refused. The README gives the measured differences.
 
 We sum gradients ourselves rather than wrap the method in DistributedDataParallel: methods
 train through `training_loss`, not `forward`, and leave parameters unused in some steps

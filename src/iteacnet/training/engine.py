@@ -24,7 +24,7 @@ from iteacnet.data.corpus import Corpus
 from iteacnet.evaluation.metrics import compute_metrics
 from iteacnet.evaluation.splits import Split, make_split
 from iteacnet.masking import achieved_rate, fixed_mask, sample_mask, stable_seed
-from iteacnet.models.base import Method, ModelInput, ModelSpec
+from iteacnet.models.base import BatchTotals, Method, ModelInput, ModelSpec
 from iteacnet.training.checkpoint import load_training_state, save_checkpoint, save_training_state
 from iteacnet.training.frameworks import build_method
 
@@ -106,10 +106,10 @@ class Parallel(Protocol):
     def sum_floats(self, values: dict[str, float]) -> dict[str, float]: ...
 
 
-def shard_batch(batch: Batch, mask: torch.Tensor, rank: int, world: int) -> tuple[Batch, torch.Tensor, float]:
-    """This rank's conversations of a batch (every `world`-th, from `rank`), its mask rows,
-    and its share of the batch's valid utterances: the weight under which per-rank means
-    over valid utterances sum to the whole batch's mean. T is kept, padding and all."""
+def shard_batch(batch: Batch, mask: torch.Tensor, rank: int, world: int) -> tuple[Batch, torch.Tensor]:
+    """This rank's conversations of a batch (every `world`-th, from `rank`) and its mask
+    rows. T is kept, padding and all. The losses divide by the whole batch's totals
+    (`batch_totals`), so the ranks' losses add up to the whole batch's loss."""
     idx = torch.arange(rank, batch.valid.shape[0], world, device=batch.valid.device)
     part = Batch(
         features={m: x[idx] for m, x in batch.features.items()},
@@ -117,8 +117,15 @@ def shard_batch(batch: Batch, mask: torch.Tensor, rank: int, world: int) -> tupl
         labels=batch.labels[idx], index=batch.index[idx],
         dialogues=[batch.dialogues[i] for i in idx.tolist()],
     )
-    share = float(part.valid.sum()) / max(float(batch.valid.sum()), 1.0)
-    return part, mask[idx], share
+    return part, mask[idx]
+
+
+def batch_totals(batch: Batch, mask: torch.Tensor) -> BatchTotals:
+    """The denominators of a batch's losses, counted on the whole batch (before sharding)."""
+    def counts_only(present: torch.Tensor) -> ModelInput:
+        return ModelInput(features={}, present=present, valid=batch.valid, speakers=batch.speakers)
+
+    return BatchTotals(counts_only(batch.available), counts_only(mask))
 
 
 # ---------------------------------------------------------------------------- train
@@ -137,6 +144,8 @@ def train_one_epoch(
     sums: dict[str, float] = {}
     n = 0
     prefix = "pre_" if pretrain else ""
+    if not pretrain and hasattr(method, "end_pretraining"):
+        method.end_pretraining()  # a method's stage 2 starts here, on every rank alike (MMIN)
     for batch in iterate_batches(data.corpus, data.split.train, train.batch_size, generator):
         batch = batch.to(train.device)
         if pretrain:
@@ -144,19 +153,19 @@ def train_one_epoch(
         else:
             rate = training_rate(train, generator)
             mask = sample_mask(batch.valid, batch.available.shape[-1], rate, generator, batch.available)
-        weight = 1.0
+        totals = batch_totals(batch, mask)
         if parallel is not None:
-            batch, mask, weight = shard_batch(batch, mask, parallel.rank, parallel.world)
+            batch, mask = shard_batch(batch, mask, parallel.rank, parallel.world)
         opt.zero_grad(set_to_none=True)
-        if weight > 0:  # a rank with no conversation in this batch still joins the gradient sum
+        if batch.dialogues:  # a rank with no conversation in this batch still joins the gradient sum
             full = model_input(batch, batch.available)
             if pretrain:
-                out = method.pretrain_loss(full, batch.labels)  # type: ignore[operator]
+                out = method.pretrain_loss(full, batch.labels, totals)  # type: ignore[operator]
             else:
-                out = cast(Method, method).training_loss(full, model_input(batch, mask), batch.labels)
-            (out.total * weight if parallel is not None else out.total).backward()
-            for k, v in out.parts.items():
-                sums[prefix + k] = sums.get(prefix + k, 0.0) + v * weight
+                out = cast(Method, method).training_loss(full, model_input(batch, mask), batch.labels, totals)
+            out.total.backward()
+            for k, v in out.parts.items():  # each rank's terms are its shares of the batch's terms
+                sums[prefix + k] = sums.get(prefix + k, 0.0) + v
         if parallel is not None:
             parallel.sync_grads(method)
         if train.grad_clip > 0 and not pretrain:
@@ -305,6 +314,9 @@ def fit(
     rank = parallel.rank if parallel is not None else 0
     torch.manual_seed(train.seed)  # parameter init and dropout are seeded per run
     method = build_method(data.spec, cfg.model).to(train.device)
+    if parallel is not None and getattr(method, "couples_batch", False):
+        raise ValueError(f"{cfg.model.method} cannot train data-parallel: its loss couples the utterances of a "
+                         "batch (see its couples_batch); train it in one process")
     opt = make_optimizer(method, train)
     generator = torch.Generator().manual_seed(stable_seed("train", train.seed, cfg.data.fold))
     val_name = "valid"

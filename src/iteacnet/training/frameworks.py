@@ -24,9 +24,11 @@ from torch import nn
 from iteacnet.config import ModelConfig
 from iteacnet.models.base import (
     METHODS,
+    BatchTotals,
     LossOutput,
     ModelInput,
     ModelSpec,
+    batch_totals,
     emotion_loss,
     masked_mse,
 )
@@ -73,17 +75,22 @@ class TeacherStudent(nn.Module):
         k = min(len(cfg.rec_weights), cfg.teacher_layers, cfg.student_layers)
         self.rec_weights = tuple(cfg.rec_weights[:k])
 
-    def training_loss(self, full: ModelInput, masked: ModelInput, labels: torch.Tensor) -> LossOutput:
+    def training_loss(
+        self, full: ModelInput, masked: ModelInput, labels: torch.Tensor, totals: BatchTotals | None = None
+    ) -> LossOutput:
+        totals = batch_totals(full, masked, totals)
         out_t = self.teacher(full)
         out_s = self.student(masked)
-        l_t = emotion_loss(out_t.logits, labels, full.valid, self.spec)
-        l_s = emotion_loss(out_s.logits, labels, masked.valid, self.spec)
+        n_valid = totals.valid
+        l_t = emotion_loss(out_t.logits, labels, full.valid, self.spec, n_valid)
+        l_s = emotion_loss(out_s.logits, labels, masked.valid, self.spec, n_valid)
         rows = incomplete_rows(full, masked)
+        n_rows = totals.count(incomplete_rows)
         l_rec = out_s.logits.sum() * 0.0
         for k, lam in enumerate(self.rec_weights, start=1):
             # hiddens[-1] is the layer next to the classifier (k = 1).
             target = out_t.hiddens[-k].detach()  # teacher states are constants for L_rec
-            l_rec = l_rec + lam * masked_mse(out_s.hiddens[-k], target, rows)
+            l_rec = l_rec + lam * masked_mse(out_s.hiddens[-k], target, rows, n_rows)
         total = l_t + l_s + l_rec
         return LossOutput(total, {"loss": float(total.detach()), "emo_t": float(l_t.detach()), "emo_s": float(l_s.detach()), "rec": float(l_rec.detach())})
 
@@ -107,11 +114,14 @@ class SingleModel(nn.Module):
         self.use_masked = use_masked
         self.model = ITEACNet(spec, cfg, kind=cfg.teacher_kind, layers=cfg.teacher_layers)
 
-    def training_loss(self, full: ModelInput, masked: ModelInput, labels: torch.Tensor) -> LossOutput:
-        l_full = emotion_loss(self.model(full).logits, labels, full.valid, self.spec)
+    def training_loss(
+        self, full: ModelInput, masked: ModelInput, labels: torch.Tensor, totals: BatchTotals | None = None
+    ) -> LossOutput:
+        n_valid = batch_totals(full, masked, totals).valid
+        l_full = emotion_loss(self.model(full).logits, labels, full.valid, self.spec, n_valid)
         if not self.use_masked:
             return LossOutput(l_full, {"loss": float(l_full.detach())})
-        l_masked = emotion_loss(self.model(masked).logits, labels, masked.valid, self.spec)
+        l_masked = emotion_loss(self.model(masked).logits, labels, masked.valid, self.spec, n_valid)
         total = l_full + l_masked
         return LossOutput(total, {"loss": float(total.detach()), "emo_full": float(l_full.detach()), "emo_masked": float(l_masked.detach())})
 

@@ -31,7 +31,14 @@ import torch
 from torch import nn
 
 from iteacnet.config import ModelConfig
-from iteacnet.models.base import METHODS, LossOutput, ModelInput, ModelSpec
+from iteacnet.models.base import (
+    METHODS,
+    BatchTotals,
+    LossOutput,
+    ModelInput,
+    ModelSpec,
+    batch_totals,
+)
 from iteacnet.models.baselines.common import (
     MLP,
     ModalityDecoders,
@@ -75,13 +82,16 @@ class AEImputer(UtteranceBaseline):
     def utterance_outputs(self, u: Utterances) -> torch.Tensor:
         return self.classifier(self.fuse(u))  # (N, C)
 
-    def training_loss(self, full: ModelInput, masked: ModelInput, labels: torch.Tensor) -> LossOutput:
+    def training_loss(
+        self, full: ModelInput, masked: ModelInput, labels: torch.Tensor, totals: BatchTotals | None = None
+    ) -> LossOutput:
+        n = batch_totals(full, masked, totals).valid
         u = utterances(masked, self.spec)
         target = utterances(full, self.spec).features  # modality -> (N, d_m), the complete input
         missing = flatten_valid(imputation_cells(full, masked), masked.valid)  # (N, M)
         fused = self.fuse(u)  # (N, M·D)
-        task = utterance_task_loss(self.classifier(fused), flatten_valid(labels, masked.valid), self.spec)
-        per_utterance = missing_recon_loss(self.decoders(fused), target, missing, self.spec.modalities, "mean")
+        task = utterance_task_loss(self.classifier(fused), flatten_valid(labels, masked.valid), self.spec, n)
+        per_utterance = missing_recon_loss(self.decoders(fused), target, missing, self.spec.modalities, "mean", n)
         rec = self.rec_batch * per_utterance  # the original's sum over a batch of rec_batch utterances
         total = task + self.rec_weight * rec
         return LossOutput(total, loss_parts(loss=total, task=task, rec=rec))

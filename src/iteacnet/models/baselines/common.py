@@ -93,13 +93,15 @@ def missing_recon_loss(
     missing: torch.Tensor,
     modalities: Sequence[str],
     reduction: str = "mean",
+    count: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Squared error on missing cells only, as GCNet's `MaskedReconLoss` and MMIN's AE/CRA.
 
     recon, target: modality -> (N, d_m); missing: (N, M) bool. Per modality the squared
     error is summed over the missing cells and divided by d_m; the modalities are summed.
     reduction "sum" keeps the sum over utterances (the AE/CRA code), "mean" divides by N
-    (GCNet). Zero, with a graph, when nothing is missing (text-only input, rate 0).
+    (GCNet; by `count` utterances instead where given, see BatchTotals). Zero, with a
+    graph, when nothing is missing (text-only input, rate 0).
     """
     if reduction not in ("sum", "mean"):
         raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
@@ -108,14 +110,17 @@ def missing_recon_loss(
         sq = (recon[m] - target[m]).pow(2) * missing[:, j : j + 1].to(recon[m].dtype)  # (N, d_m)
         total = total + sq.sum() / recon[m].shape[-1]
     if reduction == "mean":
-        total = total / max(missing.shape[0], 1)
+        total = total / (max(missing.shape[0], 1) if count is None else count)
     return total
 
 
-def utterance_task_loss(out: torch.Tensor, labels: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
-    """L_emo of flattened outputs (N, C) against flattened labels (N,)."""
+def utterance_task_loss(
+    out: torch.Tensor, labels: torch.Tensor, spec: ModelSpec, count: torch.Tensor | None = None
+) -> torch.Tensor:
+    """L_emo of flattened outputs (N, C) against flattened labels (N,), divided by `count`
+    (default N)."""
     every = torch.ones(out.shape[0], dtype=torch.bool, device=out.device)
-    return emotion_loss(out, labels, every, spec)
+    return emotion_loss(out, labels, every, spec, count)
 
 
 def loss_parts(**terms: torch.Tensor) -> dict[str, float]:

@@ -57,7 +57,14 @@ import torch
 from torch import nn
 
 from iteacnet.config import ModelConfig
-from iteacnet.models.base import METHODS, LossOutput, ModelInput, ModelSpec
+from iteacnet.models.base import (
+    METHODS,
+    BatchTotals,
+    LossOutput,
+    ModelInput,
+    ModelSpec,
+    batch_totals,
+)
 from iteacnet.models.baselines.common import (
     MLP,
     ModalityDecoders,
@@ -117,6 +124,12 @@ class CPMNet(UtteranceBaseline):
             self.register_buffer("seen", torch.zeros(spec.num_outputs, dtype=torch.bool))  # (C,)
         else:
             self.head = nn.Linear(latent, 1)
+
+    @property
+    def couples_batch(self) -> bool:
+        """Classification: L_cls compares each utterance with the others of its batch and the
+        centroids follow batch means, so a batch cannot be split over data-parallel ranks."""
+        return self.head is None
 
     # ------------------------------------------------------------------ code inference
     def view_errors(self, h: torch.Tensor, u: Utterances, per_dim: bool) -> torch.Tensor:
@@ -178,21 +191,24 @@ class CPMNet(UtteranceBaseline):
         self.centroids.copy_(torch.where(here[:, None], new, self.centroids))
         self.seen |= here
 
-    def training_loss(self, full: ModelInput, masked: ModelInput, labels: torch.Tensor) -> LossOutput:
+    def training_loss(
+        self, full: ModelInput, masked: ModelInput, labels: torch.Tensor, totals: BatchTotals | None = None
+    ) -> LossOutput:
+        n = batch_totals(full, masked, totals).valid
         u = utterances(masked, self.spec)
         y = flatten_valid(labels, masked.valid)  # (N,)
         h = self.infer(u, differentiable=True)  # (N, L)
-        rec = self.view_errors(h, u, per_dim=False).mean()
-        if self.head is None:
+        rec = self.view_errors(h, u, per_dim=False).sum() / n
+        if self.head is None:  # couples the batch: no totals can shard it
             task = cpm_classification_loss(h, y, self.spec.num_outputs)
             self._update_centroids(h.detach(), y)
         else:
-            task = utterance_task_loss(self.scores(h), y, self.spec)
+            task = utterance_task_loss(self.scores(h), y, self.spec, n)
         total = rec + self.lamb * task
         with torch.no_grad():
             missing = flatten_valid(imputation_cells(full, masked), masked.valid)
             target = utterances(full, self.spec).features
-            imputation = missing_recon_loss(self.decoders(h), target, missing, self.spec.modalities, "mean")
+            imputation = missing_recon_loss(self.decoders(h), target, missing, self.spec.modalities, "mean", n)
         return LossOutput(total, loss_parts(loss=total, rec=rec, task=task, imputation=imputation))
 
 

@@ -51,9 +51,11 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from iteacnet.config import ModelConfig
 from iteacnet.models.base import (
     METHODS,
+    BatchTotals,
     LossOutput,
     ModelInput,
     ModelSpec,
+    batch_totals,
     default_param_groups,
     emotion_loss,
 )
@@ -194,14 +196,17 @@ class GCNet(nn.Module):
     def predict(self, x: ModelInput) -> torch.Tensor:
         return self(x)[0]
 
-    def training_loss(self, full: ModelInput, masked: ModelInput, labels: torch.Tensor) -> LossOutput:
+    def training_loss(
+        self, full: ModelInput, masked: ModelInput, labels: torch.Tensor, totals: BatchTotals | None = None
+    ) -> LossOutput:
+        n = batch_totals(full, masked, totals).valid
         out, recon = self(masked)
-        task = emotion_loss(out, labels, masked.valid, self.spec)
+        task = emotion_loss(out, labels, masked.valid, self.spec, n)
         missing = flatten_valid(imputation_cells(full, masked), masked.valid)  # (N, M)
         rec = missing_recon_loss(
             split_features(flatten_valid(recon, masked.valid), self.spec),
             {m: flatten_valid(full.features[m], masked.valid) for m in self.spec.modalities},
-            missing, self.spec.modalities, "mean",
+            missing, self.spec.modalities, "mean", n,
         )
         total = task + self.rec_weight * rec
         return LossOutput(total, loss_parts(loss=total, task=task, rec=rec))

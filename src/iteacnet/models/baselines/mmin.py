@@ -40,11 +40,17 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from iteacnet.config import ModelConfig
-from iteacnet.models.base import METHODS, LossOutput, ModelInput, ModelSpec
+from iteacnet.models.base import (
+    METHODS,
+    BatchTotals,
+    LossOutput,
+    ModelInput,
+    ModelSpec,
+    batch_totals,
+)
 from iteacnet.models.baselines.common import (
     MLP,
     ModalityEncoders,
@@ -90,21 +96,28 @@ class MMIN(UtteranceBaseline):
         _, latent = self.imagine(self.encoders(u.features))  # (N, n_blocks·ae_layers[-1])
         return self.classifier(latent)  # (N, C)
 
-    def pretrain_loss(self, full: ModelInput, labels: torch.Tensor) -> LossOutput:
+    def pretrain_loss(self, full: ModelInput, labels: torch.Tensor, totals: BatchTotals | None = None) -> LossOutput:
         """Stage 1: encoders + fusion classifier with L_emo on complete data."""
+        n = batch_totals(full, full, totals).valid
         u = utterances(full, self.spec)
         logits = self.pretrain_classifier(self.encoders(u.features))  # (N, C)
-        task = utterance_task_loss(logits, flatten_valid(labels, full.valid), self.spec)
+        task = utterance_task_loss(logits, flatten_valid(labels, full.valid), self.spec, n)
         return LossOutput(task, loss_parts(loss=task, task=task))
 
     @torch.no_grad()
-    def _snapshot_teacher(self) -> None:
-        self.teacher.load_state_dict(self.encoders.state_dict())
-        self.teacher_ready.fill_(True)
-
-    def training_loss(self, full: ModelInput, masked: ModelInput, labels: torch.Tensor) -> LossOutput:
+    def end_pretraining(self) -> None:
+        """Stage 2 begins: the encoders, as stage 1 left them, become the frozen imagination
+        target (once). The engine calls it before the first stage-2 epoch, so the snapshot
+        never depends on which batch (or data-parallel shard) comes first."""
         if not bool(self.teacher_ready):
-            self._snapshot_teacher()
+            self.teacher.load_state_dict(self.encoders.state_dict())
+            self.teacher_ready.fill_(True)
+
+    def training_loss(
+        self, full: ModelInput, masked: ModelInput, labels: torch.Tensor, totals: BatchTotals | None = None
+    ) -> LossOutput:
+        n = batch_totals(full, masked, totals).valid
+        self.end_pretraining()  # no-op after the first call
         u = utterances(masked, self.spec)
         complete = utterances(full, self.spec)
         emb = self.encoders(u.features)  # (N, M·D) what the model sees
@@ -115,9 +128,10 @@ class MMIN(UtteranceBaseline):
             hidden = {m: x * (~u.present[:, j : j + 1]).to(x.dtype)
                       for j, (m, x) in enumerate(complete.features.items())}
             target = self.teacher(hidden)  # (N, M·D)
-        task = utterance_task_loss(self.classifier(latent), flatten_valid(labels, masked.valid), self.spec)
-        imagination = F.mse_loss(imagined, target)
-        cycle = F.mse_loss(back, emb.detach())
+        task = utterance_task_loss(self.classifier(latent), flatten_valid(labels, masked.valid), self.spec, n)
+        # Means over (N, M·D) elements, N counted on the whole batch.
+        imagination = (imagined - target).pow(2).sum() / (n * imagined.shape[-1])
+        cycle = (back - emb.detach()).pow(2).sum() / (n * back.shape[-1])
         total = self.ce_weight * task + self.mse_weight * imagination + self.cycle_weight * cycle
         return LossOutput(total, loss_parts(loss=total, task=task, imagination=imagination, cycle=cycle))
 
