@@ -145,7 +145,7 @@ def train_one_epoch(
     n = 0
     prefix = "pre_" if pretrain else ""
     if not pretrain and hasattr(method, "end_pretraining"):
-        method.end_pretraining()  # a method's stage 2 starts here, on every rank alike (MMIN)
+        method.end_pretraining()  # type: ignore[operator]  # a method's stage 2 starts here, on every rank alike (MMIN)
     for batch in iterate_batches(data.corpus, data.split.train, train.batch_size, generator):
         batch = batch.to(train.device)
         if pretrain:
