@@ -73,3 +73,21 @@ def test_quick_run_writes_expected_json(tmp_path: Path) -> None:
     assert long["utterances"] > 0 and long["peak_delta_mb"] > 0 and isinstance(long["pass"], bool)
     assert res["sanity"]["student_logits_max_abs_diff"] < 1e-3
     assert "optimized" in proc.stdout and ("PASS" in proc.stdout or "FAIL" in proc.stdout)
+
+
+@pytest.mark.slow
+def test_ddp_equivalence_script_end_to_end(tmp_path: Path) -> None:
+    """`iteacnet train` against `torchrun ... train --distributed` (2 gloo ranks), dropout
+    off: the script itself asserts the results agree (exit 1 otherwise)."""
+    script = SCRIPT.parent / "ddp_equivalence.py"
+    out = tmp_path / "eq"
+    done = subprocess.run(
+        [sys.executable, str(script), "--preset", "quick", "--set", "train.epochs=1", "--seeds", "0",
+         "--threads", "1", "--no-dropout", "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["nproc"] == 2 and summary["dropout"] is False
+    assert max(summary["max_abs_diff"].values()) <= 1e-4
+    assert json.loads((out / "ddp2" / "results.json").read_text())[0]["world_size"] == 2

@@ -108,6 +108,7 @@ def router_usage(method: nn.Module, data: PreparedData, cfg: ExperimentConfig, r
     count = 0
     net.eval()
     for batch in iterate_batches(data.corpus, list(data.split.test), cfg.train.batch_size):
+        batch = batch.to(cfg.train.device)
         out = net(model_input(batch, batch_presence(batch, masks, pos)))
         if not out.routes:
             return {}

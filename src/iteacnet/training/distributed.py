@@ -34,6 +34,7 @@ decay and update parameters one process leaves alone).
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import sys
 from pathlib import Path
@@ -115,7 +116,10 @@ def init_from_env(device: str = "cpu") -> tuple[TorchDistributed, str]:
     else:
         backend = "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend, rank=rank, world_size=world)
+        # nccl: name the rank's GPU up front (torch >= 2.3), so barriers need not guess it.
+        bind = backend == "nccl" and "device_id" in inspect.signature(dist.init_process_group).parameters
+        extra: dict[str, Any] = {"device_id": torch.device(device)} if bind else {}
+        dist.init_process_group(backend=backend, rank=rank, world_size=world, **extra)
     return TorchDistributed(rank, world, device), device
 
 
