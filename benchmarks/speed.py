@@ -458,7 +458,7 @@ class MemoryProbe:
 # ---------------------------------------------------------------------------- workers
 def worker(kind: str, opts: Options) -> dict[str, Any]:
     """One measurement in this (fresh) process: train-*/infer-* per path, or `long`."""
-    if kind == "long":
+    if kind.startswith("long"):
         return long_conversation(opts)
     phase, path = kind.split("-")
     setup = build_setup(opts)
@@ -503,15 +503,23 @@ def long_conversation(opts: Options) -> dict[str, Any]:
     }
 
 
+# "long-mmap": the same check with glibc's dynamic mmap threshold pinned. By default glibc
+# raises the threshold after a large free, so later ~32 MB (B, H, T, T) buffers come from the
+# heap, and what the process keeps of it moves the RSS peak by hundreds of MB between runs
+# (+1.2 to +2.1 GB measured); pinned, the RSS follows the tensors (+0.65 to +0.69 GB).
+WORKER_ENV: dict[str, dict[str, str]] = {"long-mmap": {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)}}
+
+
 def run_workers(kinds: Sequence[str], opts: Options, jobs: int) -> dict[str, dict[str, Any]]:
     """Each kind in its own fresh interpreter; up to `jobs` at a time (memory is per process)."""
     results: dict[str, dict[str, Any]] = {}
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    base = {**os.environ, "PYTHONUNBUFFERED": "1"}
     pending = list(kinds)
     running: list[tuple[str, subprocess.Popen[str]]] = []
     while pending or running:
         while pending and len(running) < max(1, jobs):
             k = pending.pop(0)
+            env = {**base, **WORKER_ENV.get(k, {})}
             cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", k,
                    "--worker-options", options_to_json(opts)]
             running.append((k, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -557,6 +565,8 @@ def report(res: dict[str, Any]) -> str:
         f"+{lg['peak_delta_mb']:.0f} MB (process total {lg['peak_abs_mb']:.0f} MB), "
         f"{lg['seconds']:.1f} s -> {'PASS' if lg['pass'] else 'FAIL'} (< {LIMIT_MB:.0f} MB)",
         f"  {lg['note']}",
+        f"  same, glibc mmap threshold pinned to 1 MiB (freed large buffers go back to the OS): "
+        f"peak +{res['long_conversation_mmap']['peak_delta_mb']:.0f} MB, {res['long_conversation_mmap']['seconds']:.1f} s",
         f"sanity: naive == optimized (max |diff| ECCE {res['sanity']['ecce_bias_max_abs_diff']:.1e}, "
         f"logits {res['sanity']['student_logits_max_abs_diff']:.1e})",
     ]
@@ -622,12 +632,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     throughput = measure_throughput(setup, opts, args.epochs_warmup)
     print("memory, one fresh process per configuration ...", file=sys.stderr)
     jobs = args.jobs if args.jobs is not None else (5 if args.quick else 2)
-    w = run_workers(["train-optimized", "train-naive", "infer-optimized", "infer-naive", "long"],
+    w = run_workers(["train-optimized", "train-naive", "infer-optimized", "infer-naive", "long", "long-mmap"],
                     opts, jobs)
     memory = {"train": _memory_pair(w, "train"), "inference": _memory_pair(w, "infer")}
     res = {
         "meta": meta, "sanity": throughput.pop("sanity"), "throughput": throughput,
-        "memory": memory, "long_conversation": w["long"],
+        "memory": memory, "long_conversation": w["long"], "long_conversation_mmap": w["long-mmap"],
     }
     print(report(res))
     if args.out is not None:

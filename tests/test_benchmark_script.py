@@ -71,6 +71,7 @@ def test_quick_run_writes_expected_json(tmp_path: Path) -> None:
     assert res["memory"]["train"]["optimized"]["peak_delta_mb"] > 0
     long = res["long_conversation"]
     assert long["utterances"] > 0 and long["peak_delta_mb"] > 0 and isinstance(long["pass"], bool)
+    assert res["long_conversation_mmap"]["utterances"] == long["utterances"]
     assert res["sanity"]["student_logits_max_abs_diff"] < 1e-3
     assert "optimized" in proc.stdout and ("PASS" in proc.stdout or "FAIL" in proc.stdout)
 

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from iteacnet.models.mixers import MIXERS, Attention, key_padding_mask
 
@@ -213,15 +214,22 @@ class EncoderLayer(nn.Module):
         xs: dict[str, torch.Tensor],
         valid: torch.Tensor,
         biases: dict[str, torch.Tensor | None],
+        recompute: bool = False,
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         out: dict[str, torch.Tensor] = {}
         routes: dict[str, torch.Tensor] = {}
         for m in self.modalities:
-            out[m], alpha = self.blocks[m](xs[m], valid, biases.get(m))  # (B, T, D), (B, T, K)
+            if recompute:  # one block at a time: the recomputation holds one block's T x T terms
+                out[m], alpha = checkpoint(self.blocks[m], xs[m], valid, biases.get(m), use_reentrant=False)
+            else:
+                out[m], alpha = self.blocks[m](xs[m], valid, biases.get(m))  # (B, T, D), (B, T, K)
             if alpha is not None:
                 routes[m] = alpha
         t = out[self.target]
         for m in self.sources:  # sequential rounds: each one sees the previous fusion
-            t = self.cross[m](t, out[m], valid)  # (B, T, D)
+            if recompute:
+                t = checkpoint(self.cross[m], t, out[m], valid, use_reentrant=False)
+            else:
+                t = self.cross[m](t, out[m], valid)  # (B, T, D)
         out[self.target] = t
         return out, routes

@@ -118,22 +118,21 @@ class ITEACNet(nn.Module):
             spk = self.speaker(ids)  # (B, T, D)
         hs: dict[str, torch.Tensor] = {}
         biases: dict[str, torch.Tensor | None] = {}
+        # Long conversations: trade compute for activation memory (ECCE, then block by block).
+        recompute = self.training and 0 < self.checkpoint_above < valid.shape[1]
         for mod in self.modalities:
             h = self.proj[mod](self.input_drop(x.features[mod]))  # (B, T, D)
             if spk is not None:
                 h = h + spk
             hs[mod] = h * m
-            biases[mod] = (
-                self.ecce[mod](hs[mod], valid) if mod in self.ecce else None
-            )  # (B, H, T, T)
+            biases[mod] = None
+            if mod in self.ecce:
+                ecce = self.ecce[mod]
+                biases[mod] = checkpoint(ecce, hs[mod], valid, use_reentrant=False) if recompute else ecce(hs[mod], valid)  # (B, H, T, T)
         hiddens: list[torch.Tensor] = []
         routes: list[dict[str, torch.Tensor]] = []
-        recompute = self.training and 0 < self.checkpoint_above < valid.shape[1]
         for layer in self.layers:
-            if recompute:  # long conversations: trade compute for activation memory
-                hs, r = checkpoint(layer, hs, valid, biases, use_reentrant=False)
-            else:
-                hs, r = layer(hs, valid, biases)
+            hs, r = layer(hs, valid, biases, recompute)
             hiddens.append(hs[self.target])  # h^l: the fused text
             if r:
                 routes.append(r)
