@@ -32,6 +32,7 @@ from typing import Any
 
 from iteacnet.cli import load_config
 from iteacnet.config import replace
+from iteacnet.evaluation.reports import read_rows
 
 DROPOUTS = ("model.dropout", "model.input_dropout", "model.attn_dropout")
 
@@ -47,8 +48,8 @@ def _run(cmd: list[str], threads: int, log: Path) -> float:
 
 
 def _rows(folder: Path) -> dict[tuple[int, float], dict[str, Any]]:
-    rows = json.loads((folder / "results.json").read_text())
-    return {(int(r["seed"]), float(r["rate"])): r for r in rows if r.get("pattern", "") == ""}
+    """A run's test rows by (seed, rate); fixed-pattern rows left out."""
+    return {(int(r["seed"]), float(r["rate"])): r for r in read_rows(folder / "results.json") if not r.get("pattern")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,8 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     rates = sorted({r for _, r in a})
     seeds = sorted({s for s, _ in a})
     spread = [statistics.stdev([a[(s, r)]["waf"] for s in seeds]) for r in rates] if len(seeds) > 1 else []
-    mean_one = statistics.mean(statistics.mean(a[(s, r)]["waf"] for r in rates) for s in seeds)
-    mean_many = statistics.mean(statistics.mean(b[(s, r)]["waf"] for r in rates) for s in seeds)
+    mean_one, mean_many = (statistics.mean(x[k]["waf"] for k in x) for x in (a, b))  # every seed has every rate
     summary = {
         "config": cfg.name, "nproc": args.nproc, "seeds": seeds, "dropout": not args.no_dropout,
         "threads_per_process": threads, "seconds_one": t_one, "seconds_many": t_many,

@@ -52,7 +52,7 @@ from iteacnet.config import ModelConfig, TrainConfig
 from iteacnet.data.batching import Batch, bucketed_batches, collate
 from iteacnet.data.corpus import CORPUS_SPECS, Corpus
 from iteacnet.data.safe_pickle import load_label_file
-from iteacnet.evaluation.splits import Split
+from iteacnet.evaluation.splits import Split, iemocap_session
 from iteacnet.masking import sample_mask
 from iteacnet.models.base import ModelSpec
 from iteacnet.models.ecce import ECCE, span_means
@@ -172,9 +172,9 @@ class Setup:
 def build_setup(opts: Options) -> Setup:
     s = opts.sizes
     ids, lengths, source = dialogue_lengths(opts)
-    session = [d[4] for d in ids]  # 5th character of the dialogue id: Ses0[1-5]
-    train = [i for i, x in enumerate(session) if x in "1234"]
-    test = [i for i, x in enumerate(session) if x == "5"]
+    session = [iemocap_session(d) for d in ids]
+    train = [i for i, x in enumerate(session) if x <= 4]
+    test = [i for i, x in enumerate(session) if x == 5]
     if s.train_dialogues:
         train = train[: s.train_dialogues]
     if s.test_dialogues:
@@ -207,18 +207,8 @@ class NaiveECCE(ECCE):
     def forward(self, h: torch.Tensor, valid: torch.Tensor) -> torch.Tensor | None:
         if self.proj is None:
             return None
-        m = valid.to(h.dtype).unsqueeze(-1)  # (B, T, 1)
-        L = h * m  # (B, T, D)
-        if self.conv is not None:
-            L = self.conv(L.transpose(1, 2)).transpose(1, 2) * m  # (B, T, D)
-        c = span_means(L, valid)  # (B, T, T, D): the O(T²·D) tensor
-        e = self.proj(c)  # (B, T, T, H)
-        T = h.shape[1]
-        idx = torch.arange(T, device=h.device)
-        near = (idx[:, None] - idx[None, :]).abs() <= self.max_span  # (T, T)
-        pair = valid[:, :, None] & valid[:, None, :] & near  # (B, T, T)
-        e = e * pair.unsqueeze(-1).to(e.dtype)
-        return e.permute(0, 3, 1, 2).contiguous()  # (B, H, T, T)
+        c = span_means(self.local_context(h, valid), valid)  # (B, T, T, D): the O(T²·D) tensor
+        return self.to_bias(self.proj(c), valid)  # W C + b: (B, T, T, H) -> (B, H, T, T)
 
     @classmethod
     def from_ecce(cls, e: ECCE) -> NaiveECCE:
@@ -294,7 +284,6 @@ def sync(device: str) -> None:
 class Runner:
     """One method (optimized or naive) with its optimizer and training generator."""
 
-    name: str
     method: TeacherStudent
     opt: torch.optim.Optimizer
     generator: torch.Generator
@@ -319,8 +308,7 @@ def make_runner(setup: Setup, naive: bool, seed: int) -> Runner:
     if naive:
         method = naive_model(method)
     opt = engine.make_optimizer(method, setup.train_cfg)
-    return Runner("naive" if naive else "optimized", method, opt,
-                  torch.Generator().manual_seed(seed), naive)
+    return Runner(method, opt, torch.Generator().manual_seed(seed), naive)
 
 
 @torch.no_grad()

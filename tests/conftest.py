@@ -29,6 +29,11 @@ def _few_threads() -> None:
     torch.set_num_threads(1)
 
 
+def lengths_to_valid(lengths: list[int], T: int) -> torch.Tensor:
+    """(B, T) bool: the first lengths[b] positions of row b are real utterances."""
+    return torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]
+
+
 def require_shared_data(*parts: str) -> Path:
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():

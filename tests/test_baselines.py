@@ -20,6 +20,7 @@ from iteacnet.data.synthetic import make_synthetic_corpus
 from iteacnet.models import METHODS, ModelInput, ModelSpec
 from iteacnet.models.baselines.common import utterances
 from iteacnet.models.baselines.gcnet import window_graph
+from iteacnet.training.engine import model_input
 
 NAMES = ("ae", "cra", "mmin", "cpmnet", "gcnet")
 SUBSETS = (("text",), ("text", "audio"), ("text", "audio", "visual"))
@@ -56,12 +57,6 @@ def labels_of(b: Batch, task: str) -> torch.Tensor:
     if task == "classification":
         return b.labels
     return (b.labels.float() - 1.5) / 1.5 * b.valid  # scores in [-1, 1]
-
-
-def model_input(b: Batch, present: torch.Tensor) -> ModelInput:
-    """As the engine builds it: features zeroed wherever a modality is not present."""
-    feats = {m: x * present[..., j : j + 1].to(x.dtype) for j, (m, x) in enumerate(b.features.items())}
-    return ModelInput(features=feats, present=present, valid=b.valid, speakers=b.speakers)
 
 
 def dialogue_mask(b: Batch, rate: float = 0.5) -> torch.Tensor:

@@ -126,7 +126,7 @@ def test_shard_gradients_sum_to_the_batch_gradient(method: str, overrides: dict[
     code inference takes ten gradient steps), so the tolerance can be tight."""
     from iteacnet.data.batching import iterate_batches
     from iteacnet.masking import sample_mask
-    from iteacnet.training.engine import batch_totals, model_input
+    from iteacnet.training.engine import model_input, whole_batch_totals
     from iteacnet.training.frameworks import build_method
 
     regression = overrides.pop("regression", False)
@@ -140,7 +140,7 @@ def test_shard_gradients_sum_to_the_batch_gradient(method: str, overrides: dict[
     batch = next(iter(iterate_batches(data.corpus, data.split.train, 7, g)))
     batch = dataclasses.replace(batch, features={k: x.double() for k, x in batch.features.items()})
     mask = sample_mask(batch.valid, 3, 0.5, g, batch.available)
-    totals = batch_totals(batch, mask)
+    totals = whole_batch_totals(batch, mask)
 
     def grads(b, m, t, pretrain=False):
         model.zero_grad(set_to_none=True)

@@ -6,11 +6,8 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
+from conftest import lengths_to_valid
 from iteacnet.models.ecce import ECCE
-
-
-def lengths_to_valid(lengths: list[int], T: int) -> torch.Tensor:
-    return torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]  # (B, T)
 
 
 def ecce_reference_naive(ecce: ECCE, h: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

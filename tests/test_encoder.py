@@ -5,15 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import lengths_to_valid
 from iteacnet.models.encoder import CrossAttention, EncoderLayer, ITEACBlock, fusion_target
 from iteacnet.models.mixers import MIXERS
 
 D, H = 16, 2
 SUBSETS = [("text",), ("text", "audio"), ("text", "audio", "visual")]
-
-
-def lengths_to_valid(lengths: list[int], T: int) -> torch.Tensor:
-    return torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]  # (B, T)
 
 
 def block(kind: str) -> ITEACBlock:

@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 
+from conftest import lengths_to_valid
 from iteacnet.config import ECCEConfig, ModelConfig
 from iteacnet.models.base import ModelInput, ModelSpec
 from iteacnet.models.encoder import ITEACBlock
@@ -27,7 +28,7 @@ def spec_of(mods: tuple[str, ...], outputs: int = 3) -> ModelSpec:
 
 def batch(spec: ModelSpec, lengths: list[int], T: int, seed: int = 0) -> ModelInput:
     g = torch.Generator().manual_seed(seed)
-    valid = torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]  # (B, T)
+    valid = lengths_to_valid(lengths, T)  # (B, T)
     B, M = len(lengths), len(spec.modalities)
     present = (torch.rand(B, T, M, generator=g) > 0.3) & valid[..., None]
     feats = {

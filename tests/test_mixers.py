@@ -6,14 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import lengths_to_valid
 from iteacnet.models.mixers import MIXERS
 
 D, H, MAX_LEN = 16, 2, 16
 KW = {"heads": H, "max_len": MAX_LEN, "dropout": 0.0}
-
-
-def lengths_to_valid(lengths: list[int], T: int) -> torch.Tensor:
-    return torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]  # (B, T)
 
 
 def make(name: str) -> torch.nn.Module:

@@ -25,7 +25,7 @@ from iteacnet.data.extract import ExtractUnavailable
 from iteacnet.data.loading import load_corpus
 from iteacnet.inference import PredictError, Predictor, text_extractor_check
 from iteacnet.models.base import ModelSpec
-from iteacnet.training.engine import PreparedData, fit, predict_split, prepare, split_rows
+from iteacnet.training.engine import PreparedData, fit, predict_split, prepare
 
 
 @dataclass
@@ -84,7 +84,7 @@ def test_predictor_reads_the_checkpoint(predictor: Predictor, trained: Trained) 
 @pytest.mark.parametrize("pattern", ["complete", "random", "no-audio"])
 def test_same_outputs_as_predict_split(predictor: Predictor, trained: Trained, pattern: str) -> None:
     test = trained.data.split.test
-    n = len(split_rows(trained.data.corpus, test))
+    n = len(trained.data.corpus.rows_of(test))
     present: np.ndarray | None = None
     if pattern == "random":
         rng = np.random.default_rng(1)

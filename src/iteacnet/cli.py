@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from iteacnet.config import (
     DataConfig,
@@ -29,6 +29,9 @@ from iteacnet.config import (
     parse_override,
     replace,
 )
+
+if TYPE_CHECKING:  # the CLI imports torch-heavy modules lazily
+    from iteacnet.training.engine import PreparedData
 
 PRESET_DIRS = (Path.cwd() / "configs", Path(__file__).resolve().parents[2] / "configs")
 
@@ -63,6 +66,14 @@ def load_config(preset: str | None, config: str | None, overrides: list[str]) ->
             d = merge_dicts(d, body)
     try:
         cfg = ExperimentConfig.from_dict(d)
+    except (ValueError, TypeError) as e:
+        raise SystemExit(f"iteacnet: bad configuration: {e}") from None
+    return apply_overrides(cfg, overrides)
+
+
+def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:
+    """`--set SECTION.FIELD=VALUE` overrides, in order; a bad one ends with a message."""
+    try:
         for o in overrides:
             cfg = parse_override(cfg, o)
     except (ValueError, TypeError) as e:
@@ -132,17 +143,11 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_one(cfg: ExperimentConfig, out: Path, protocol: str, router_plot: bool = True) -> list[dict[str, Any]]:
-    """Train + evaluate one seed of `cfg` under `protocol`, writing its outputs under `out`."""
-    from iteacnet.data.loading import load_corpus
+def _run_one(cfg: ExperimentConfig, data: PreparedData, out: Path, protocol: str, router_plot: bool = True) -> list[dict[str, Any]]:
+    """Train + evaluate one seed of `cfg` on `data` under `protocol`, writing under `out`."""
     from iteacnet.evaluation.protocols import router_usage, run_ime, run_ume
     from iteacnet.evaluation.reports import plot_router
-    from iteacnet.training.engine import prepare
 
-    corpus = load_corpus(cfg.data, progress=cfg.train.progress)
-    data = prepare(corpus, cfg)
-    if data.split.selection == "gcnet-compatible":
-        print(f"WARNING: {data.split.note}", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
     cfg.to_json(out / "config.json")
     if protocol == "ime":
@@ -157,12 +162,17 @@ def _run_one(cfg: ExperimentConfig, out: Path, protocol: str, router_plot: bool 
 
 
 def train_seeds(cfg: ExperimentConfig, out: Path, protocol: str, seeds: list[int]) -> list[dict[str, Any]]:
+    from iteacnet.data.loading import load_corpus
     from iteacnet.evaluation.reports import write_report
+    from iteacnet.training.engine import prepare
 
+    data = prepare(load_corpus(cfg.data, progress=cfg.train.progress), cfg)  # the seed changes no split
+    if data.split.selection == "gcnet-compatible":
+        print(f"WARNING: {data.split.note}", file=sys.stderr)
     rows: list[dict[str, Any]] = []
     for seed in seeds:
         c = replace(cfg, **{"train.seed": seed})
-        rows.extend(_run_one(c, out / f"seed{seed}", protocol))
+        rows.extend(_run_one(c, data, out / f"seed{seed}", protocol))
     cfg.to_json(out / "config.json")
     md = write_report(rows, out, title=f"{cfg.name} ({protocol.upper()})")
     print(md.read_text())
@@ -207,9 +217,7 @@ def demo_config(epochs: int = 40) -> ExperimentConfig:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
-    cfg = demo_config(args.epochs)
-    for o in args.set:
-        cfg = parse_override(cfg, o)
+    cfg = apply_overrides(demo_config(args.epochs), args.set)
     print("iteacnet demo: ITS (TF teacher, NAS student) on the SYNTHETIC corpus (generated, not real data)")
     out = Path(args.out)
     train_seeds(cfg, out, "ume", [cfg.train.seed])
@@ -228,8 +236,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     ckpt = Path(args.checkpoint)
     cfg, _meta = read_checkpoint_files(ckpt)
-    for o in args.set:
-        cfg = parse_override(cfg, o)
+    cfg = apply_overrides(cfg, args.set)
     data = prepare(load_corpus(cfg.data), cfg)
     method = build_method(data.spec, cfg.model)
     load_weights(method, ckpt / "model.safetensors")
@@ -339,14 +346,13 @@ def _prediction_csv(rows: list[dict[str, Any]], classes: tuple[str, ...]) -> str
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    import os
-
     from iteacnet.data.conversation import (
         ConversationError,
         read_conversation_jsonl,
         split_dialogues,
     )
     from iteacnet.data.extract import ExtractUnavailable
+    from iteacnet.files import atomic_write_text
     from iteacnet.inference import PredictError, Predictor
 
     out = Path(args.output) if args.output else None
@@ -370,12 +376,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return 0
     # Whole file or nothing: write beside the target, then rename over it.
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_text(out, text)
     print(f"{len(results)} predictions -> {out}", file=sys.stderr)
     return 0
 

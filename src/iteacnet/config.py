@@ -56,6 +56,11 @@ class DataConfig:
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
+# DataConfig fields that choose the split, not the corpus: runs differing only in these
+# can share one loaded corpus (the benchmark grid does).
+SPLIT_FIELDS: tuple[str, ...] = ("split", "fold", "val_fraction", "split_seed", "selection")
+
+
 @dataclass(frozen=True)
 class ECCEConfig:
     """Emotion Context Change Encoding (METHOD §2); `local`/`enabled` are Table 1's switches."""

@@ -17,8 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from iteacnet.benchmark.variants import VARIANTS
-from iteacnet.config import ExperimentConfig, ModelConfig, from_dict, merge_dicts, replace
+from iteacnet.benchmark.variants import VARIANTS, variants_for_table
+from iteacnet.config import (
+    SPLIT_FIELDS,
+    ExperimentConfig,
+    ModelConfig,
+    from_dict,
+    merge_dicts,
+    replace,
+)
 
 IEMOCAP = ("iemocap4", "iemocap6")
 
@@ -39,7 +46,7 @@ class GridSpec:
             raise ValueError(f"unknown grid field(s) {sorted(unknown)}; known: {sorted(known)}")
         names = list(d.get("variants", []))
         for t in d.get("tables", []):
-            names += [n for n, v in VARIANTS.items() if t in v.tables and n not in names]
+            names += [n for n in variants_for_table(t) if n not in names]
         if not names:
             raise ValueError("a grid needs `variants` or `tables`")
         for n in names:
@@ -50,9 +57,7 @@ class GridSpec:
         return cls(
             variants=tuple(names),
             corpora=tuple((k, tuple(sorted(v.items()))) for k, v in corpora.items()),
-            seeds=tuple(d.get("seeds", (0, 1, 2))),
-            folds=tuple(d.get("folds", (0, 1, 2, 3, 4))),
-            protocols=tuple(d.get("protocols", ("ume", "ime"))),
+            **{k: tuple(d[k]) for k in ("seeds", "folds", "protocols") if k in d},
         )
 
 
@@ -133,22 +138,19 @@ def _corpus(data_json: str) -> Any:
 
 def run_cell(cell: Cell) -> list[dict[str, Any]]:
     """Train and score one cell; returns its result rows (runs in a worker process)."""
-    from iteacnet.evaluation.protocols import result_rows, score_test
-    from iteacnet.training.engine import fit, prepare
+    from iteacnet.evaluation.protocols import train_and_score
+    from iteacnet.training.engine import prepare
 
     t0 = time.perf_counter()
     cfg = ExperimentConfig.from_dict(cell.config)
     data_d = cell.config["data"]
-    corpus = _corpus(json.dumps({k: v for k, v in data_d.items() if k not in ("fold", "split_seed", "val_fraction", "selection", "split")}, sort_keys=True))
+    corpus = _corpus(json.dumps({k: v for k, v in data_d.items() if k not in SPLIT_FIELDS}, sort_keys=True))
     data = prepare(corpus, cfg)
-    result = fit(cfg, data)
-    rates = (cfg.train.rate,) if cell.protocol == "ime" else cfg.eval.rates
-    scores = score_test(result.method, data, cfg, rates)
-    extra = {"variant": cell.variant, "variant_label": VARIANTS[cell.variant].label, "cell": cell.id,
-             "best_epoch": result.best_epoch, "val_waf": result.best_score,
-             "train_seconds": round(time.perf_counter() - t0, 2),
-             "train_rate": f"{cfg.train.rate:.1f}" if cell.protocol == "ime" else f"U[0,{cfg.train.ume_max_rate}]"}
-    return result_rows(cfg, cell.protocol, scores, extra)
+    columns = {"variant": cell.variant, "variant_label": VARIANTS[cell.variant].label, "cell": cell.id}
+    rows, _ = train_and_score(cfg, data, label=cell.protocol, columns=columns)
+    for row in rows:  # a cell's time: loading and scoring included
+        row["train_seconds"] = round(time.perf_counter() - t0, 2)
+    return rows
 
 
 # ---------------------------------------------------------------------------- the store
@@ -160,16 +162,11 @@ class ResultStore:
         path.parent.mkdir(parents=True, exist_ok=True)
 
     def done(self) -> dict[str, list[dict[str, Any]]]:
-        out: dict[str, list[dict[str, Any]]] = {}
+        from iteacnet.evaluation.reports import jsonl_records
+
         if not self.path.is_file():
-            return out
-        for line in self.path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            out[rec["cell"]] = rec["rows"]
-        return out
+            return {}
+        return {rec["cell"]: rec["rows"] for rec in jsonl_records(self.path.read_text())}
 
     def add(self, cell: Cell, rows: list[dict[str, Any]]) -> None:
         line = json.dumps({"cell": cell.id, "describe": cell.describe(), "config": cell.config, "rows": rows}) + "\n"
@@ -177,9 +174,6 @@ class ResultStore:
             f.write(line)
             f.flush()
             os.fsync(f.fileno())
-
-    def rows(self) -> list[dict[str, Any]]:
-        return [r for rows in self.done().values() for r in rows]
 
 
 def run_grid(

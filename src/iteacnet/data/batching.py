@@ -40,12 +40,11 @@ class Batch:
 
 def collate(corpus: Corpus, dialogues: Sequence[int], pad_to: int | None = None) -> Batch:
     """Pad the given dialogues to (B, T, ·); `pad_to` forces T (the naive reference uses it)."""
-    lengths = corpus.lengths()[list(dialogues)]
+    spans = [corpus.rows(i) for i in dialogues]
     B = len(dialogues)
-    T = int(max(lengths.max(initial=0), pad_to or 0))
+    T = max([r.stop - r.start for r in spans] + [pad_to or 0])
     index = np.full((B, T), -1, dtype=np.int64)
-    for b, i in enumerate(dialogues):
-        r = corpus.rows(i)
+    for b, r in enumerate(spans):
         index[b, : r.stop - r.start] = np.arange(r.start, r.stop)
     valid = index >= 0
     gather = np.where(valid, index, 0)
@@ -54,7 +53,8 @@ def collate(corpus: Corpus, dialogues: Sequence[int], pad_to: int | None = None)
         f = x[gather]  # (B, T, d_m)
         f[~valid] = 0.0
         feats[m] = torch.from_numpy(np.ascontiguousarray(f, dtype=np.float32))
-    avail = corpus.available_matrix()[gather] & valid[..., None]  # (B, T, M)
+    # Gather per modality: the batch's rows only, not the corpus's whole (N, M) matrix.
+    avail = np.stack([corpus.available[m][gather] for m in corpus.modalities], axis=-1) & valid[..., None]  # (B, T, M)
     labels = corpus.labels[gather].copy()
     labels[~valid] = 0
     speakers = corpus.speakers[gather].copy()

@@ -33,8 +33,6 @@ import numpy as np
 
 from iteacnet.config import MODALITIES
 
-KNOWN_KEYS = ("id", "speaker", "text", "features", "dialogue")
-
 
 class ConversationError(ValueError):
     """A conversation file (or an utterance given to the predictor) is malformed."""

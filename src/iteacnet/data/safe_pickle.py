@@ -149,8 +149,6 @@ def safe_load(path: str | Path) -> Any:
             obj = _RestrictedUnpickler(f, str(path)).load()
     except UnsafePickleError:
         raise
-    except FileNotFoundError:
-        raise
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as e:
         raise UnsafePickleError(f"{path}: not a readable label pickle ({type(e).__name__}: {e})") from e
     _check_tree(obj, str(path))

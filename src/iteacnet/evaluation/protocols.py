@@ -18,6 +18,8 @@ from iteacnet.config import ExperimentConfig, replace
 from iteacnet.data.batching import iterate_batches
 from iteacnet.masking import pattern_mask
 from iteacnet.training.engine import (
+    FitResult,
+    Parallel,
     PreparedData,
     batch_presence,
     eval_masks,
@@ -25,7 +27,7 @@ from iteacnet.training.engine import (
     model_input,
     row_positions,
     score_masks,
-    split_rows,
+    selection_rates,
 )
 
 
@@ -34,7 +36,7 @@ def run_key(cfg: ExperimentConfig) -> dict[str, Any]:
     m = cfg.model
     is_its = m.method == "iteacnet"
     return {
-        "method": m.method if not is_its else "iteacnet",
+        "method": m.method,
         "framework": m.framework if is_its else "",
         "teacher": f"{m.teacher_kind}{m.teacher_layers}" if is_its else "",
         "student": f"{m.student_kind}{m.student_layers}" if is_its and m.framework != "gcnet" else "",
@@ -64,7 +66,7 @@ def result_rows(cfg: ExperimentConfig, protocol: str, scores: dict[Any, dict[str
 def score_test(method: nn.Module, data: PreparedData, cfg: ExperimentConfig, rates: tuple[float, ...]) -> dict[Any, dict[str, float]]:
     """Scores on the test split at `rates` (fixed masks) and on the configured fixed patterns."""
     masks: dict[Any, np.ndarray] = dict(eval_masks(data, "test", rates, cfg.eval.mask_seed))
-    rows = split_rows(data.corpus, data.split.test)
+    rows = data.corpus.rows_of(data.split.test)
     avail = data.corpus.available_matrix()[rows]
     for pattern in cfg.eval.patterns:
         valid = torch.ones(len(rows), dtype=torch.bool)
@@ -72,26 +74,41 @@ def score_test(method: nn.Module, data: PreparedData, cfg: ExperimentConfig, rat
     return score_masks(method, data, "test", masks, cfg.train.batch_size, cfg.train.device)
 
 
+def train_and_score(
+    cfg: ExperimentConfig,
+    data: PreparedData,
+    out_dir: Path | None = None,
+    label: str | None = None,
+    columns: dict[str, Any] | None = None,
+    parallel: Parallel | None = None,
+) -> tuple[list[dict[str, Any]], FitResult]:
+    """One training run (`cfg.train.protocol`), scored on the test split at the rates it is
+    evaluated on (IME: its own rate; UME: every evaluation rate). Rows are labelled with
+    `label` (default the protocol) and carry `columns` before the run's own. With `parallel`,
+    every rank trains and only rank 0 scores (the others return no rows)."""
+    result = fit(cfg, data, out_dir, parallel=parallel)
+    if parallel is not None and parallel.rank > 0:
+        return [], result
+    ime = cfg.train.protocol == "ime"
+    scores = score_test(result.method, data, cfg, selection_rates(cfg))
+    run = {"best_epoch": result.best_epoch, "val_waf": result.best_score, "train_seconds": result.seconds,
+           "train_rate": f"{cfg.train.rate:.1f}" if ime else f"U[0,{cfg.train.ume_max_rate}]"}
+    return result_rows(cfg, label or cfg.train.protocol, scores, {**(columns or {}), **run}), result
+
+
 def run_ume(cfg: ExperimentConfig, data: PreparedData, out_dir: Path | None = None) -> tuple[list[dict[str, Any]], nn.Module]:
-    cfg = replace(cfg, **{"train.protocol": "ume"})
-    result = fit(cfg, data, out_dir)
-    scores = score_test(result.method, data, cfg, cfg.eval.rates)
-    extra = {"best_epoch": result.best_epoch, "val_waf": result.best_score, "train_seconds": result.seconds,
-             "train_rate": f"U[0,{cfg.train.ume_max_rate}]"}
-    return result_rows(cfg, "ume", scores, extra), result.method
+    rows, result = train_and_score(replace(cfg, **{"train.protocol": "ume"}), data, out_dir)
+    return rows, result.method
+
+
+def ime_runs(cfg: ExperimentConfig, out_dir: Path | None) -> list[tuple[ExperimentConfig, Path | None]]:
+    """IME: one run per evaluation rate, trained at that rate, each in `out_dir/ime-<rate>`."""
+    return [(replace(cfg, **{"train.protocol": "ime", "train.rate": r}), out_dir / f"ime-{r:.1f}" if out_dir is not None else None)
+            for r in cfg.eval.rates]
 
 
 def run_ime(cfg: ExperimentConfig, data: PreparedData, out_dir: Path | None = None) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    for rate in cfg.eval.rates:
-        c = replace(cfg, **{"train.protocol": "ime", "train.rate": rate})
-        sub = out_dir / f"ime-{rate:.1f}" if out_dir is not None else None
-        result = fit(c, data, sub)
-        scores = score_test(result.method, data, c, (rate,))
-        extra = {"best_epoch": result.best_epoch, "val_waf": result.best_score,
-                 "train_seconds": result.seconds, "train_rate": f"{rate:.1f}"}
-        rows.extend(result_rows(c, "ime", scores, extra))
-    return rows
+    return [row for c, sub in ime_runs(cfg, out_dir) for row in train_and_score(c, data, sub)[0]]
 
 
 @torch.no_grad()
@@ -103,13 +120,14 @@ def router_usage(method: nn.Module, data: PreparedData, cfg: ExperimentConfig, r
         return {}
     net = model()
     masks = eval_masks(data, "test", (rate,), cfg.eval.mask_seed)[rate]
-    pos = row_positions(data.corpus, split_rows(data.corpus, data.split.test))
+    pos = row_positions(data.corpus, data.corpus.rows_of(data.split.test))
     sums: dict[str, np.ndarray] = {}
     count = 0
     net.eval()
     for batch in iterate_batches(data.corpus, list(data.split.test), cfg.train.batch_size):
+        mask = batch_presence(batch, masks, pos)  # on the CPU batch
         batch = batch.to(cfg.train.device)
-        out = net(model_input(batch, batch_presence(batch, masks, pos)))
+        out = net(model_input(batch, mask.to(cfg.train.device)))
         if not out.routes:
             return {}
         v = batch.valid

@@ -12,7 +12,7 @@ import io
 import json
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,15 @@ def write_rows(rows: Sequence[dict[str, Any]], folder: Path, stem: str = "result
     return jpath, cpath
 
 
+def jsonl_records(text: str) -> Iterator[Any]:
+    """The records of a JSONL text; a torn line (a kill mid-write) is skipped."""
+    for line in text.splitlines():
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError:
+            continue
+
+
 def read_rows(path: Path) -> list[dict[str, Any]]:
     """Rows from a results JSON, a JSONL (the benchmark grid's), or a CSV; any of them gzipped."""
     if not path.is_file():
@@ -50,11 +59,7 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
         return [{k: _parse(v) for k, v in r.items()} for r in csv.DictReader(io.StringIO(text))]
     if suffix == ".jsonl":  # the grid's cells.jsonl holds {"cell", "rows": [...]}; torn lines skipped
         out: list[dict[str, Any]] = []
-        for line in text.splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
+        for rec in jsonl_records(text):
             out.extend(rec["rows"] if isinstance(rec, dict) and "rows" in rec else [rec])
         return out
     data = json.loads(text)

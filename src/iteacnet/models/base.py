@@ -130,10 +130,13 @@ def emotion_loss(
 def masked_mse(a: torch.Tensor, b: torch.Tensor, rows: torch.Tensor, count: torch.Tensor | None = None) -> torch.Tensor:
     """Squared error over the utterances where `rows` (B, T) is True, per element: the mean
     when `count` is None, else divided by `count` utterances × D; 0 if no row is True."""
-    if not bool(rows.any()):
-        return a.sum() * 0.0
-    n = rows.sum().float() if count is None else count
+    n = rows.sum().clamp(min=1).float() if count is None else count  # no row: an exact 0, with a graph
     return (a[rows] - b[rows]).pow(2).sum() / (n * a.shape[-1])
+
+
+def loss_parts(**terms: torch.Tensor) -> dict[str, float]:
+    """Named scalar loss terms → floats for logging."""
+    return {k: float(v.detach()) for k, v in terms.items()}
 
 
 def default_param_groups(module: nn.Module, lr: float) -> list[dict[str, Any]]:

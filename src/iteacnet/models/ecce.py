@@ -72,15 +72,22 @@ class ECCE(nn.Module):
     def forward(self, h: torch.Tensor, valid: torch.Tensor) -> torch.Tensor | None:
         if self.proj is None:
             return None
+        z = self.proj(self.local_context(h, valid))  # (B, T, H)  Z = W L + b, before the O(T²) step
+        return self.to_bias(span_means(z, valid), valid)
+
+    def local_context(self, h: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """L (B, T, D): the convolved input (Eq. 5), zero on padding."""
         m = valid.to(h.dtype).unsqueeze(-1)  # (B, T, 1)
         L = h * m  # (B, T, D); zero padding so the conv sees zero-padded conversations
         if self.conv is not None:
             L = self.conv(L.transpose(1, 2)).transpose(1, 2) * m  # (B, T, D)
-        z = self.proj(L)  # (B, T, H)  Z = W L + b, projected before the O(T²) step
-        c = span_means(z, valid)  # (B, T, T, H)
-        T = h.shape[1]
-        idx = torch.arange(T, device=h.device)
+        return L
+
+    def to_bias(self, e: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """(B, T, T, H) span terms -> (B, H, T, T) bias, zero beyond max_span and on padding."""
+        T = valid.shape[1]
+        idx = torch.arange(T, device=valid.device)
         near = (idx[:, None] - idx[None, :]).abs() <= self.max_span  # (T, T)
         pair = valid[:, :, None] & valid[:, None, :] & near  # (B, T, T)
-        c = c * pair.unsqueeze(-1).to(c.dtype)
-        return c.permute(0, 3, 1, 2).contiguous()  # (B, H, T, T)
+        e = e * pair.unsqueeze(-1).to(e.dtype)
+        return e.permute(0, 3, 1, 2).contiguous()  # (B, H, T, T)

@@ -11,7 +11,6 @@ and, while training, `last/` with everything needed to resume bit for bit
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +19,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from iteacnet.config import ExperimentConfig
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+from iteacnet.files import atomic_write, atomic_write_text
 
 
 def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, path)
+    flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(flat, str(tmp)))
 
 
 def save_weights(module: nn.Module, path: Path) -> None:
@@ -48,8 +41,8 @@ def load_weights(module: nn.Module, path: Path) -> None:
 def save_checkpoint(folder: Path, module: nn.Module, cfg: ExperimentConfig, meta: dict[str, Any]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     save_weights(module, folder / "model.safetensors")
-    _atomic_write_text(folder / "config.json", json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n")
-    _atomic_write_text(folder / "meta.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(folder / "config.json", json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n")
+    atomic_write_text(folder / "meta.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
 
 def read_checkpoint_files(folder: Path) -> tuple[ExperimentConfig, dict[str, Any]]:
@@ -105,7 +98,7 @@ def save_training_state(
     tensors["rng.batches"] = generator.get_state()
     tensors["rng.torch"] = torch.get_rng_state()
     _save_tensors(tensors, folder / "state.safetensors")
-    _atomic_write_text(folder / "info.json", json.dumps({**info, "optimizer": opt_meta}, indent=2))
+    atomic_write_text(folder / "info.json", json.dumps({**info, "optimizer": opt_meta}, indent=2))
 
 
 def load_training_state(

@@ -77,7 +77,7 @@ class TorchDistributed:
         offset = 0
         for p, h in zip(params, has):
             n = p.numel()
-            p.grad = flat[offset : offset + n].view_as(p).to(p.dtype).clone() if h > 0 else None
+            p.grad = flat[offset : offset + n].view_as(p).to(p.dtype) if h > 0 else None  # disjoint views of a fresh buffer
             offset += n
 
     def sum_floats(self, values: dict[str, float]) -> dict[str, float]:
@@ -127,9 +127,9 @@ def train_distributed(cfg: ExperimentConfig, out: Path, protocol: str, seeds: li
     """`iteacnet train` as one rank of a data-parallel run: the same folders and results,
     written by rank 0 (checkpoints per seed, results.csv/json, report.md)."""
     from iteacnet.data.loading import load_corpus
-    from iteacnet.evaluation.protocols import result_rows, score_test
+    from iteacnet.evaluation.protocols import ime_runs, train_and_score
     from iteacnet.evaluation.reports import write_report
-    from iteacnet.training.engine import fit, prepare
+    from iteacnet.training.engine import prepare
 
     ctx, device = init_from_env(cfg.train.device)
     try:
@@ -139,16 +139,8 @@ def train_distributed(cfg: ExperimentConfig, out: Path, protocol: str, seeds: li
         for seed in seeds:
             c = replace(cfg, **{"train.seed": seed, "train.protocol": protocol})
             sub = out / f"seed{seed}"
-            runs = [(c, sub, c.eval.rates)] if protocol == "ume" else [
-                (replace(c, **{"train.rate": r}), sub / f"ime-{r:.1f}", (r,)) for r in c.eval.rates]
-            for rc, folder, rates in runs:
-                result = fit(rc, data, folder, parallel=ctx)
-                if ctx.rank == 0:
-                    scores = score_test(result.method, data, rc, rates)
-                    extra = {"best_epoch": result.best_epoch, "val_waf": result.best_score,
-                             "train_seconds": result.seconds, "world_size": ctx.world,
-                             "train_rate": f"{rc.train.rate:.1f}" if protocol == "ime" else f"U[0,{rc.train.ume_max_rate}]"}
-                    rows.extend(result_rows(rc, protocol, scores, extra))
+            for rc, folder in [(c, sub)] if protocol == "ume" else ime_runs(c, sub):
+                rows.extend(train_and_score(rc, data, folder, columns={"world_size": ctx.world}, parallel=ctx)[0])
             if ctx.rank == 0:
                 c.to_json(sub / "config.json")
         if ctx.rank == 0:

@@ -6,7 +6,6 @@ N = utterances of a split (flat, dialogue after dialogue in the split's order).
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -52,13 +51,6 @@ def prepare(corpus: Corpus, cfg: ExperimentConfig) -> PreparedData:
         regression_loss=cfg.train.regression_loss,
     )
     return PreparedData(corpus.standardized(stats), split, spec, stats)
-
-
-def split_rows(corpus: Corpus, dialogues: tuple[int, ...] | list[int]) -> np.ndarray:
-    """(N,) corpus rows of a split, dialogue after dialogue in the split's order."""
-    if len(dialogues) == 0:
-        return np.zeros(0, dtype=np.int64)
-    return np.concatenate([np.arange(corpus.offsets[i], corpus.offsets[i + 1]) for i in dialogues])
 
 
 def row_positions(corpus: Corpus, rows: np.ndarray) -> np.ndarray:
@@ -109,7 +101,7 @@ class Parallel(Protocol):
 def shard_batch(batch: Batch, mask: torch.Tensor, rank: int, world: int) -> tuple[Batch, torch.Tensor]:
     """This rank's conversations of a batch (every `world`-th, from `rank`) and its mask
     rows. T is kept, padding and all. The losses divide by the whole batch's totals
-    (`batch_totals`), so the ranks' losses add up to the whole batch's loss."""
+    (`whole_batch_totals`), so the ranks' losses add up to the whole batch's loss."""
     idx = torch.arange(rank, batch.valid.shape[0], world, device=batch.valid.device)
     part = Batch(
         features={m: x[idx] for m, x in batch.features.items()},
@@ -120,7 +112,7 @@ def shard_batch(batch: Batch, mask: torch.Tensor, rank: int, world: int) -> tupl
     return part, mask[idx]
 
 
-def batch_totals(batch: Batch, mask: torch.Tensor) -> BatchTotals:
+def whole_batch_totals(batch: Batch, mask: torch.Tensor) -> BatchTotals:
     """The denominators of a batch's losses, counted on the whole batch (before sharding)."""
     def counts_only(present: torch.Tensor) -> ModelInput:
         return ModelInput(features={}, present=present, valid=batch.valid, speakers=batch.speakers)
@@ -147,15 +139,17 @@ def train_one_epoch(
     if not pretrain and hasattr(method, "end_pretraining"):
         method.end_pretraining()  # type: ignore[operator]  # a method's stage 2 starts here, on every rank alike (MMIN)
     for batch in iterate_batches(data.corpus, data.split.train, train.batch_size, generator):
-        batch = batch.to(train.device)
+        # Mask, totals and shard on the CPU batch (the generator's device); then only this
+        # rank's part goes to the device. The totals stay 0-d CPU tensors: no device sync.
         if pretrain:
             mask = batch.available
         else:
             rate = training_rate(train, generator)
             mask = sample_mask(batch.valid, batch.available.shape[-1], rate, generator, batch.available)
-        totals = batch_totals(batch, mask)
+        totals = whole_batch_totals(batch, mask)
         if parallel is not None:
             batch, mask = shard_batch(batch, mask, parallel.rank, parallel.world)
+        batch, mask = batch.to(train.device), mask.to(train.device)
         opt.zero_grad(set_to_none=True)
         if batch.dialogues:  # a rank with no conversation in this batch still joins the gradient sum
             full = model_input(batch, batch.available)
@@ -189,17 +183,18 @@ def predict_split(
 ) -> np.ndarray:
     """(N, C) outputs for a split under a fixed (N, M) presence mask (None: all available)."""
     method.eval()
-    rows = split_rows(corpus, dialogues)
+    rows = corpus.rows_of(dialogues)
     pos = row_positions(corpus, rows)
     out: np.ndarray | None = None
     for batch in iterate_batches(corpus, list(dialogues), batch_size):
+        mask = batch.available if present is None else batch_presence(batch, present, pos)  # on the CPU batch
+        v = batch.valid.numpy()
+        where = pos[batch.index.numpy()[v]]  # (n_valid,) positions in the split
         batch = batch.to(device)
-        mask = batch.available if present is None else batch_presence(batch, present, pos)
-        pred = cast(Method, method).predict(model_input(batch, mask))  # (B, T, C)
+        pred = cast(Method, method).predict(model_input(batch, mask.to(device)))  # (B, T, C)
         if out is None:
             out = np.zeros((len(rows), pred.shape[-1]), dtype=np.float32)
-        v = batch.valid.cpu().numpy()
-        out[pos[batch.index.cpu().numpy()[v]]] = pred[batch.valid].float().cpu().numpy()
+        out[where] = pred[batch.valid].float().cpu().numpy()
     return out if out is not None else np.zeros((0, 1), dtype=np.float32)
 
 
@@ -208,7 +203,7 @@ def eval_masks(
 ) -> dict[float, np.ndarray]:
     """Fixed (N, M) masks for one split: identical for every method (METHOD §6)."""
     dialogues = getattr(data.split, split_name)
-    rows = split_rows(data.corpus, dialogues)
+    rows = data.corpus.rows_of(dialogues)
     avail = data.corpus.available_matrix()[rows]
     key = split_name if data.split.name == "" else f"{data.split.name}/{split_name}"
     return {
@@ -230,7 +225,7 @@ def score_masks(
     With `parallel`, each rank predicts its share of the dialogues and the outputs are
     summed over the ranks, so every rank computes the same metrics."""
     dialogues = getattr(data.split, split_name)
-    rows = split_rows(data.corpus, dialogues)
+    rows = data.corpus.rows_of(dialogues)
     labels = data.corpus.labels[rows]
     valid = torch.ones(len(rows), dtype=torch.bool)
     results = {}
@@ -251,7 +246,7 @@ def _predict_sharded(
 ) -> np.ndarray:
     """`predict_split` over this rank's dialogues, assembled on every rank by a sum."""
     mine = list(dialogues)[parallel.rank :: parallel.world]
-    p = row_positions(data.corpus, rows)[split_rows(data.corpus, mine)]
+    p = row_positions(data.corpus, rows)[data.corpus.rows_of(mine)]
     out = torch.zeros(len(rows), data.spec.num_outputs, dtype=torch.float32, device=device)
     if len(mine):
         part = predict_split(method, data.corpus, mine, mask[p], batch_size, device)
@@ -354,7 +349,7 @@ def fit(
             row["val_waf"] = score
             if score > best_score:
                 best_score, best_epoch = score, epoch
-                best_state = copy.deepcopy({k: v.detach().cpu() for k, v in method.state_dict().items()})
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in method.state_dict().items()}
             bar.set_postfix(loss=f"{parts.get('loss', 0.0):.3f}", val_waf=f"{score:.2f}", best=f"{best_score:.2f}")
         history.append(row)
         if last is not None and rank == 0:

@@ -30,6 +30,7 @@ from iteacnet.models.base import (
     ModelSpec,
     batch_totals,
     emotion_loss,
+    loss_parts,
     masked_mse,
 )
 from iteacnet.models.iteacnet import ITEACNet
@@ -92,7 +93,7 @@ class TeacherStudent(nn.Module):
             target = out_t.hiddens[-k].detach()  # teacher states are constants for L_rec
             l_rec = l_rec + lam * masked_mse(out_s.hiddens[-k], target, rows, n_rows)
         total = l_t + l_s + l_rec
-        return LossOutput(total, {"loss": float(total.detach()), "emo_t": float(l_t.detach()), "emo_s": float(l_s.detach()), "rec": float(l_rec.detach())})
+        return LossOutput(total, loss_parts(loss=total, emo_t=l_t, emo_s=l_s, rec=l_rec))
 
     def predict(self, x: ModelInput) -> torch.Tensor:
         return self.student(x).logits
@@ -120,10 +121,10 @@ class SingleModel(nn.Module):
         n_valid = batch_totals(full, masked, totals).valid
         l_full = emotion_loss(self.model(full).logits, labels, full.valid, self.spec, n_valid)
         if not self.use_masked:
-            return LossOutput(l_full, {"loss": float(l_full.detach())})
+            return LossOutput(l_full, loss_parts(loss=l_full))
         l_masked = emotion_loss(self.model(masked).logits, labels, masked.valid, self.spec, n_valid)
         total = l_full + l_masked
-        return LossOutput(total, {"loss": float(total.detach()), "emo_full": float(l_full.detach()), "emo_masked": float(l_masked.detach())})
+        return LossOutput(total, loss_parts(loss=total, emo_full=l_full, emo_masked=l_masked))
 
     def predict(self, x: ModelInput) -> torch.Tensor:
         return self.model(x).logits

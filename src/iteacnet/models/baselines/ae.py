@@ -38,6 +38,7 @@ from iteacnet.models.base import (
     ModelInput,
     ModelSpec,
     batch_totals,
+    loss_parts,
 )
 from iteacnet.models.baselines.common import (
     MLP,
@@ -49,7 +50,6 @@ from iteacnet.models.baselines.common import (
     baseline_options,
     flatten_valid,
     imputation_cells,
-    loss_parts,
     missing_recon_loss,
     utterance_task_loss,
     utterances,
@@ -91,7 +91,7 @@ class AEImputer(UtteranceBaseline):
         missing = flatten_valid(imputation_cells(full, masked), masked.valid)  # (N, M)
         fused = self.fuse(u)  # (N, M·D)
         task = utterance_task_loss(self.classifier(fused), flatten_valid(labels, masked.valid), self.spec, n)
-        per_utterance = missing_recon_loss(self.decoders(fused), target, missing, self.spec.modalities, "mean", n)
+        per_utterance = missing_recon_loss(self.decoders(fused), target, missing, self.spec.modalities, n)
         rec = self.rec_batch * per_utterance  # the original's sum over a batch of rec_batch utterances
         total = task + self.rec_weight * rec
         return LossOutput(total, loss_parts(loss=total, task=task, rec=rec))

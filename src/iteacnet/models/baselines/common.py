@@ -92,25 +92,21 @@ def missing_recon_loss(
     target: dict[str, torch.Tensor],
     missing: torch.Tensor,
     modalities: Sequence[str],
-    reduction: str = "mean",
-    count: torch.Tensor | None = None,
+    count: torch.Tensor,
 ) -> torch.Tensor:
     """Squared error on missing cells only, as GCNet's `MaskedReconLoss` and MMIN's AE/CRA.
 
     recon, target: modality -> (N, d_m); missing: (N, M) bool. Per modality the squared
-    error is summed over the missing cells and divided by d_m; the modalities are summed.
-    reduction "sum" keeps the sum over utterances (the AE/CRA code), "mean" divides by N
-    (GCNet; by `count` utterances instead where given, see BatchTotals). Zero, with a
-    graph, when nothing is missing (text-only input, rate 0).
+    error is summed over the missing cells and divided by d_m; the modalities are summed,
+    and the sum divided by `count` utterances (the whole batch's, see BatchTotals: GCNet's
+    mean; AE/CRA scale it back up to their sum over `rec_batch`). Zero, with a graph, when
+    nothing is missing (text-only input, rate 0).
     """
-    if reduction not in ("sum", "mean"):
-        raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
     total = recon[modalities[0]].sum() * 0.0
     for j, m in enumerate(modalities):
         sq = (recon[m] - target[m]).pow(2) * missing[:, j : j + 1].to(recon[m].dtype)  # (N, d_m)
         total = total + sq.sum() / recon[m].shape[-1]
-    if reduction == "mean":
-        total = total / (max(missing.shape[0], 1) if count is None else count)
+    total = total / count
     return total
 
 
@@ -121,11 +117,6 @@ def utterance_task_loss(
     (default N)."""
     every = torch.ones(out.shape[0], dtype=torch.bool, device=out.device)
     return emotion_loss(out, labels, every, spec, count)
-
-
-def loss_parts(**terms: torch.Tensor) -> dict[str, float]:
-    """Named scalar loss terms → floats for logging."""
-    return {k: float(v.detach()) for k, v in terms.items()}
 
 
 # ---------------------------------------------------------------------------- networks
@@ -202,15 +193,6 @@ def _residual_encoder(d_in: int, layers: Sequence[int]) -> nn.Sequential:
     return nn.Sequential(*mods[:-1])  # no activation on the latent
 
 
-def _residual_decoder(d_out: int, layers: Sequence[int]) -> nn.Sequential:
-    widths = [*reversed(layers), d_out]
-    mods: list[nn.Module] = []
-    for i in range(len(widths) - 2):
-        mods += [nn.Linear(widths[i], widths[i + 1]), nn.ReLU()]
-    mods.append(nn.Linear(widths[-2], widths[-1]))
-    return nn.Sequential(*mods)
-
-
 class ResidualAE(nn.Module):
     """Cascaded residual autoencoder (Tran et al. 2017; MMIN's `ResidualAE`).
 
@@ -224,7 +206,7 @@ class ResidualAE(nn.Module):
         if n_blocks < 1 or not layers:
             raise ValueError(f"a residual AE needs n_blocks >= 1 and layers, got {n_blocks}, {layers}")
         self.encoders = nn.ModuleList(_residual_encoder(d_in, layers) for _ in range(n_blocks))
-        self.decoders = nn.ModuleList(_residual_decoder(d_in, layers) for _ in range(n_blocks))
+        self.decoders = nn.ModuleList(MLP(layers[-1], tuple(reversed(layers))[1:], d_in) for _ in range(n_blocks))  # mirror, ReLU
         self.transition = nn.Sequential(nn.Linear(d_in, d_in), nn.ReLU(), nn.Linear(d_in, d_in))
         self.d_latent = n_blocks * layers[-1]
 

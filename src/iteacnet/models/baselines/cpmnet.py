@@ -64,6 +64,7 @@ from iteacnet.models.base import (
     ModelInput,
     ModelSpec,
     batch_totals,
+    loss_parts,
 )
 from iteacnet.models.baselines.common import (
     MLP,
@@ -73,7 +74,6 @@ from iteacnet.models.baselines.common import (
     baseline_options,
     flatten_valid,
     imputation_cells,
-    loss_parts,
     missing_recon_loss,
     utterance_task_loss,
     utterances,
@@ -208,7 +208,7 @@ class CPMNet(UtteranceBaseline):
         with torch.no_grad():
             missing = flatten_valid(imputation_cells(full, masked), masked.valid)
             target = utterances(full, self.spec).features
-            imputation = missing_recon_loss(self.decoders(h), target, missing, self.spec.modalities, "mean", n)
+            imputation = missing_recon_loss(self.decoders(h), target, missing, self.spec.modalities, n)
         return LossOutput(total, loss_parts(loss=total, rec=rec, task=task, imputation=imputation))
 
 

@@ -58,13 +58,13 @@ from iteacnet.models.base import (
     batch_totals,
     default_param_groups,
     emotion_loss,
+    loss_parts,
 )
 from iteacnet.models.baselines.common import (
     baseline_options,
     concat_features,
     flatten_valid,
     imputation_cells,
-    loss_parts,
     missing_recon_loss,
     split_features,
 )
@@ -206,7 +206,7 @@ class GCNet(nn.Module):
         rec = missing_recon_loss(
             split_features(flatten_valid(recon, masked.valid), self.spec),
             {m: flatten_valid(full.features[m], masked.valid) for m in self.spec.modalities},
-            missing, self.spec.modalities, "mean", n,
+            missing, self.spec.modalities, n,
         )
         total = task + self.rec_weight * rec
         return LossOutput(total, loss_parts(loss=total, task=task, rec=rec))

@@ -50,6 +50,7 @@ from iteacnet.models.base import (
     ModelInput,
     ModelSpec,
     batch_totals,
+    loss_parts,
 )
 from iteacnet.models.baselines.common import (
     MLP,
@@ -59,7 +60,6 @@ from iteacnet.models.baselines.common import (
     Utterances,
     baseline_options,
     flatten_valid,
-    loss_parts,
     utterance_task_loss,
     utterances,
 )
