@@ -120,7 +120,26 @@ class TrainConfig:
     seed: int = 0
     protocol: Literal["ume", "ime"] = "ume"
     rate: float = 0.0  # ime: the training (and scoring) rate
-    ume_max_rate: float = 0.7  # ume: training rate ~ U[0, ume_max_rate] per batch
+    # UME training rate per batch (see masking.RateDistribution): "uniform" on
+    # [rate_values[0], rate_values[1]], "fixed" at rate_values[0], or "choice" among rate_values.
+    rate_dist: Literal["uniform", "fixed", "choice"] = "uniform"
+    rate_values: tuple[float, ...] = (0.0, 0.7)
+    # Training recipe (training/recipes.py): "shared" trains with the fields as given; "own"
+    # asks for the method's registered recipe (its reference code's optimizer, lr, sizes,
+    # epochs, batch unit), resolved at load time into the recipe's name, which results record.
+    recipe: str = "shared"
+    optimizer: Literal["adamw", "adam"] = "adamw"
+    betas: tuple[float, float] = (0.9, 0.999)
+    # "linear": the lr stays constant for lr_constant_epochs, then decays linearly towards 0
+    # at the last epoch (MMIN's code base's `lambda` policy).
+    lr_schedule: Literal["constant", "linear"] = "constant"
+    lr_constant_epochs: int = 0
+    # "conversations": batches of whole conversations; "utterances": batches of single
+    # utterances (utterance-level baselines, as their reference code trains them).
+    batch_unit: Literal["conversations", "utterances"] = "conversations"
+    # Early stopping: stop after this many evaluations without a better validation score
+    # (0: off, as in the paper presets).
+    patience: int = 0
     regression_loss: Literal["mse", "mae"] = "mse"
     device: str = "cpu"
     eval_every: int = 1
