@@ -24,7 +24,7 @@ def test_expand_counts_cells():
     assert len(cells) == 6 and len({c.id for c in cells}) == 6
     assert expand(_spec(), base)[0].id == cells[0].id  # ids are stable
     t1 = expand(_spec(variants=[], tables=[1]), base)
-    assert {c.protocol for c in t1} == {"complete"} and len(t1) == 3
+    assert {c.protocol for c in t1} == {"complete"} and len(t1) == 5  # none, global, both (dense, shared, dropout)
 
 
 def test_bad_grid_is_a_clear_error():

@@ -45,8 +45,8 @@ def test_ecce_table_layout():
     rows = [{"corpus": "iemocap4", "method": "iteacnet", "protocol": "complete", "ecce": e, "seed": 0, "rate": 0.0, "waf": w}
             for e, w in (("none", 50.0), ("global", 51.0), ("both", 52.0))]
     lines = ecce_table(rows).splitlines()
-    assert lines[2:] == ["| iemocap4 | ✕ | ✕ | 50.00 ± 0.00 | 1 |", "| iemocap4 | ✕ | ✓ | 51.00 ± 0.00 | 1 |",
-                         "| iemocap4 | ✓ | ✓ | 52.00 ± 0.00 | 1 |"]
+    assert lines[2:] == ["| iemocap4 | ✕ | ✕ |  | 50.00 ± 0.00 | 1 |", "| iemocap4 | ✕ | ✓ |  | 51.00 ± 0.00 | 1 |",
+                         "| iemocap4 | ✓ | ✓ | dense | 52.00 ± 0.00 | 1 |"]
 
 
 @pytest.mark.parametrize("suffix", ["json", "csv"])

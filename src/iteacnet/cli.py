@@ -55,7 +55,10 @@ def list_presets() -> list[str]:
     return seen
 
 
-def load_config(preset: str | None, config: str | None, overrides: list[str]) -> ExperimentConfig:
+def load_config(preset: str | None, config: str | None, overrides: list[str], resolve: bool = True) -> ExperimentConfig:
+    """Defaults, then the preset, then the config file, then `--set` overrides. With
+    `resolve`, `train.recipe="own"` becomes the method's recipe, under the overrides (which
+    win); the benchmark grid resolves per variant instead."""
     d = ExperimentConfig().to_dict()
     for src in (find_preset(preset) if preset else None, Path(config) if config else None):
         if src is not None:
@@ -68,7 +71,15 @@ def load_config(preset: str | None, config: str | None, overrides: list[str]) ->
         cfg = ExperimentConfig.from_dict(d)
     except (ValueError, TypeError) as e:
         raise SystemExit(f"iteacnet: bad configuration: {e}") from None
-    return apply_overrides(cfg, overrides)
+    cfg = apply_overrides(cfg, overrides)
+    if not resolve:
+        return cfg
+    from iteacnet.training.recipes import resolve_recipe
+
+    try:
+        return resolve_recipe(cfg, lambda c: apply_overrides(c, overrides))
+    except (ValueError, KeyError) as e:
+        raise SystemExit(f"iteacnet: bad configuration: {e}") from None
 
 
 def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:
@@ -258,7 +269,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     body = json.loads(src.read_text())
     if "grid" not in body:
         raise SystemExit(f"iteacnet benchmark: {src} has no `grid` section")
-    cfg = load_config(preset, args.config, args.set)
+    cfg = load_config(preset, args.config, args.set, resolve=False)
     grid = dict(body["grid"])
     if args.seeds:
         grid["seeds"] = _seeds(args.seeds)
@@ -274,7 +285,10 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         spec = GridSpec.from_dict(grid)
     except (ValueError, KeyError) as e:
         raise SystemExit(f"iteacnet benchmark: bad grid in {src}: {e}") from None
-    cells = expand(spec, cfg)
+    try:
+        cells = expand(spec, cfg, reapply=lambda c: apply_overrides(c, args.set))
+    except (ValueError, KeyError) as e:
+        raise SystemExit(f"iteacnet benchmark: {e}") from None
     out = Path(args.out or f"runs/benchmark-{src.stem}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "grid.json").write_text(json.dumps({"preset": str(src), "grid": grid, "base": cfg.to_dict()}, indent=2))
@@ -295,6 +309,17 @@ def cmd_report(args: argparse.Namespace) -> int:
     rows = read_rows(path)
     if not rows:
         raise SystemExit(f"iteacnet report: {path} holds no result rows")
+    if args.paired:
+        from iteacnet.evaluation.reports import paired_difference, paired_table, parse_selector
+
+        try:
+            a, b = (parse_selector(x) for x in args.paired)
+            where = parse_selector(args.where) if args.where else {}
+            result = paired_difference(rows, a, b, args.metric, where)
+        except ValueError as e:
+            raise SystemExit(f"iteacnet report: {e}") from None
+        print(paired_table(result, args.paired[0], args.paired[1], args.metric))
+        return 0
     out = Path(args.out or path.parent)
     md = grid_report(rows, out, title=f"Report of {path.name}")
     print(md.read_text())
@@ -458,6 +483,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("report", cmd_report, "rebuild tables and plots from a results file, without training", config=False)
     sp.add_argument("results", help="cells.jsonl, results.json or results.csv")
     sp.add_argument("--out", help="output folder (default: beside RESULTS)")
+    sp.add_argument("--paired", nargs=2, metavar=("A", "B"),
+                    help="print the paired mean difference A - B with a 95%% interval; A, B: a variant name or "
+                         "key=value[,key=value] over result columns (e.g. ecce=none, train_rate=0.7)")
+    sp.add_argument("--where", help="key=value[,key=value] both sides must match (e.g. protocol=ume)")
+    sp.add_argument("--metric", default="waf", help="metric column for --paired (default waf)")
 
     sp = add("extract", cmd_extract, "embed transcripts offline into a feature folder (GCNet layout)", config=False)
     sp.add_argument("what", choices=["text"], help="the modality to extract (text: all-MiniLM-L6-v2, 384-d)")

@@ -69,6 +69,12 @@ class ECCEConfig:
     local: bool = True  # False: L = H (no Conv1d)
     kernel: int = 7
     max_span: int = 30
+    # Variants of the local stage and the bias (models/ecce.py): dense Conv1d(D, D, k) or one
+    # softmax-normalised k-tap kernel shared over channels; dropout after it; one bias value
+    # per head or one per utterance pair shared by the heads.
+    local_kind: Literal["dense", "shared"] = "dense"
+    local_dropout: float = 0.0
+    bias: Literal["head", "pair"] = "head"
 
 
 @dataclass(frozen=True)

@@ -99,8 +99,13 @@ def _cell_id(cfg: ExperimentConfig, protocol: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def expand(spec: GridSpec, base: ExperimentConfig) -> list[Cell]:
-    """Every cell of the grid, in a stable order."""
+def expand(
+    spec: GridSpec, base: ExperimentConfig, reapply: Callable[[ExperimentConfig], ExperimentConfig] | None = None
+) -> list[Cell]:
+    """Every cell of the grid, in a stable order. With `base.train.recipe="own"` each variant
+    trains on its method's recipe; `reapply` (the user's `--set` overrides) then wins."""
+    from iteacnet.training.recipes import resolve_recipe
+
     cells: list[Cell] = []
     for corpus_name, data_over in spec.corpora:
         data = replace(base.data, **dict(data_over))
@@ -108,13 +113,14 @@ def expand(spec: GridSpec, base: ExperimentConfig) -> list[Cell]:
         for vname in spec.variants:
             v = VARIANTS[vname]
             model = from_dict(ModelConfig, merge_dicts(base.to_dict()["model"], v.model))
+            vbase = resolve_recipe(replace(base, data=data, model=model), reapply)
             protocols = [p for p in v.protocols if p == "complete" or p in spec.protocols]
             for protocol in protocols:
                 for seed in spec.seeds:
                     for fold in folds:
                         rates: Iterable[float | None] = base.eval.rates if protocol == "ime" else (None,)
                         for rate in rates:
-                            cfg = replace(base, name=f"{vname}-{corpus_name}", data=replace(data, fold=fold), model=model)
+                            cfg = replace(vbase, name=f"{vname}-{corpus_name}", data=replace(data, fold=fold))
                             tr: dict[str, Any] = {"train.seed": seed, "train.progress": False}
                             if protocol == "ime":
                                 tr |= {"train.protocol": "ime", "train.rate": rate}

@@ -41,11 +41,15 @@ class Batch:
 def collate(corpus: Corpus, dialogues: Sequence[int], pad_to: int | None = None) -> Batch:
     """Pad the given dialogues to (B, T, ·); `pad_to` forces T (the naive reference uses it)."""
     spans = [corpus.rows(i) for i in dialogues]
-    B = len(dialogues)
     T = max([r.stop - r.start for r in spans] + [pad_to or 0])
-    index = np.full((B, T), -1, dtype=np.int64)
+    index = np.full((len(dialogues), T), -1, dtype=np.int64)
     for b, r in enumerate(spans):
         index[b, : r.stop - r.start] = np.arange(r.start, r.stop)
+    return collate_index(corpus, index, list(dialogues))
+
+
+def collate_index(corpus: Corpus, index: np.ndarray, dialogues: list[int]) -> Batch:
+    """The batch of corpus rows `index` (B, T), -1 on padding; `dialogues` one per batch row."""
     valid = index >= 0
     gather = np.where(valid, index, 0)
     feats = {}
@@ -66,7 +70,7 @@ def collate(corpus: Corpus, dialogues: Sequence[int], pad_to: int | None = None)
         speakers=torch.from_numpy(speakers),
         labels=torch.from_numpy(labels),
         index=torch.from_numpy(index),
-        dialogues=list(dialogues),
+        dialogues=dialogues,
     )
 
 
@@ -110,3 +114,22 @@ def iterate_batches(
     lengths = corpus.lengths()[dialogues]
     for group in bucketed_batches(lengths, batch_size, generator):
         yield collate(corpus, [dialogues[g] for g in group])
+
+
+def iterate_utterance_batches(
+    corpus: Corpus,
+    dialogues: Sequence[int],
+    batch_size: int,
+    generator: torch.Generator | None = None,
+) -> Iterator[Batch]:
+    """Batches of `batch_size` single utterances (B, 1, ·), shuffled with the generator: how
+    utterance-level baselines' reference code batches (no conversation context)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    rows = corpus.rows_of(list(dialogues))
+    owner = np.repeat(np.arange(corpus.num_dialogues), corpus.lengths())  # (N_corpus,) dialogue of each row
+    if generator is not None:
+        rows = rows[torch.randperm(len(rows), generator=generator).numpy()]
+    for s in range(0, len(rows), batch_size):
+        part = rows[s : s + batch_size]
+        yield collate_index(corpus, part[:, None], owner[part].tolist())

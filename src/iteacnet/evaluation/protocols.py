@@ -22,6 +22,7 @@ from iteacnet.training.engine import (
     Parallel,
     PreparedData,
     batch_presence,
+    describe_training_rate,
     eval_masks,
     fit,
     model_input,
@@ -35,12 +36,14 @@ def run_key(cfg: ExperimentConfig) -> dict[str, Any]:
     """The columns that say which run a row belongs to."""
     m = cfg.model
     is_its = m.method == "iteacnet"
+    single = m.framework in ("gcnet", "complete")  # one model: no student
     return {
         "method": m.method,
         "framework": m.framework if is_its else "",
         "teacher": f"{m.teacher_kind}{m.teacher_layers}" if is_its else "",
-        "student": f"{m.student_kind}{m.student_layers}" if is_its and m.framework != "gcnet" else "",
-        "ecce": ("both" if m.ecce.local else "global") if m.ecce.enabled else "none",
+        "student": f"{m.student_kind}{m.student_layers}" if is_its and not single else "",
+        "ecce": ecce_label(cfg) if is_its else "",
+        "recipe": cfg.train.recipe,
         "corpus": cfg.data.corpus,
         "split": cfg.data.split,
         "fold": cfg.data.fold,
@@ -48,6 +51,22 @@ def run_key(cfg: ExperimentConfig) -> dict[str, Any]:
         "seed": cfg.train.seed,
         "epochs": cfg.train.epochs,
     }
+
+
+def ecce_label(cfg: ExperimentConfig) -> str:
+    """none | global | both, with the non-default variant choices appended (both/shared+drop0.5)."""
+    e = cfg.model.ecce
+    if not e.enabled:
+        return "none"
+    label = "both" if e.local else "global"
+    extra = []
+    if e.local and e.local_kind != "dense":
+        extra.append(e.local_kind)
+    if e.local and e.local_dropout > 0:
+        extra.append(f"drop{e.local_dropout:g}")
+    if e.bias != "head":
+        extra.append("pairbias")
+    return label + ("/" + "+".join(extra) if extra else "")
 
 
 def result_rows(cfg: ExperimentConfig, protocol: str, scores: dict[Any, dict[str, float]], extra: dict[str, Any]) -> list[dict[str, Any]]:
@@ -89,10 +108,10 @@ def train_and_score(
     result = fit(cfg, data, out_dir, parallel=parallel)
     if parallel is not None and parallel.rank > 0:
         return [], result
-    ime = cfg.train.protocol == "ime"
     scores = score_test(result.method, data, cfg, selection_rates(cfg))
-    run = {"best_epoch": result.best_epoch, "val_waf": result.best_score, "train_seconds": result.seconds,
-           "train_rate": f"{cfg.train.rate:.1f}" if ime else f"U[0,{cfg.train.ume_max_rate}]"}
+    complete = cfg.model.method == "iteacnet" and cfg.model.framework == "complete"  # never sees a mask
+    run = {"best_epoch": result.best_epoch, "epochs_run": len(result.history), "val_waf": result.best_score,
+           "train_seconds": result.seconds, "train_rate": "" if complete else describe_training_rate(cfg.train)}
     return result_rows(cfg, label or cfg.train.protocol, scores, {**(columns or {}), **run}), result
 
 

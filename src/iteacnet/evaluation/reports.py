@@ -20,7 +20,22 @@ import numpy as np
 
 from iteacnet.evaluation.metrics import format_mean_std
 
-GROUP_KEYS = ("corpus", "method", "framework", "teacher", "student", "ecce", "protocol", "selection", "variant_label")
+GROUP_KEYS = ("corpus", "method", "framework", "teacher", "student", "ecce", "protocol", "selection", "variant_label",
+              "recipe", "regime")
+
+
+def group_value(row: dict[str, Any], key: str) -> Any:
+    """A row's value of a GROUP_KEYS column. `regime` is the UME training-rate regime (IME
+    lines join one model per rate, so it is empty there); rows written before recipes and
+    regimes existed read as "shared" and "U[0.0,0.7]"."""
+    if key == "regime":
+        if row.get("protocol") != "ume":
+            return ""
+        tr = row.get("train_rate", "")
+        return "U[0.0,0.7]" if tr in ("U[0,0.7]", None) else tr
+    if key == "recipe":
+        return row.get("recipe", "shared")
+    return row.get(key, "")
 
 
 # ---------------------------------------------------------------------------- files
@@ -119,7 +134,7 @@ def per_seed(rows: Iterable[dict[str, Any]], metric: str) -> dict[tuple, dict[fl
         v = r.get(metric)
         if rate is None or v is None or v == "" or _isnan(v):
             continue
-        g = tuple(r.get(k, "") for k in GROUP_KEYS)
+        g = tuple(group_value(r, k) for k in GROUP_KEYS)
         acc[g][rate][r.get("seed", 0)].append(float(v))
     return {g: {rate: [float(np.mean(fs)) for _, fs in sorted(seeds.items())] for rate, seeds in rates.items()}
             for g, rates in acc.items()}
@@ -129,6 +144,12 @@ def _mean_over_rates(cells: dict[float, list[float]], rates: Sequence[float]) ->
     """Per seed, the mean over rates (seeds present at every rate only)."""
     n = min(len(cells[r]) for r in rates)
     return [float(np.mean([cells[r][i] for r in rates])) for i in range(n)]
+
+
+def _line_label(g: tuple, show: Sequence[str]) -> str:
+    row = dict(zip(GROUP_KEYS, g))
+    extra = [f"{'train ' if k == 'regime' else 'recipe '}{row[k]}" for k in show if row[k] != ""]
+    return group_label(row) + (f" [{', '.join(extra)}]" if extra else "")
 
 
 def rate_table(rows: Sequence[dict[str, Any]], metric: str = "waf", digits: int = 2) -> str:
@@ -150,8 +171,10 @@ def rate_table(rows: Sequence[dict[str, Any]], metric: str = "waf", digits: int 
             head = ["Method"] + [f"{r:.1f}" for r in rates] + ["Average", "Decline", "Seeds"]
             out.append("| " + " | ".join(head) + " |")
             out.append("|" + "---|" * len(head))
-            for g, cells in sorted(sel.items(), key=lambda kv: group_label(dict(zip(GROUP_KEYS, kv[0])))):
-                label = group_label(dict(zip(GROUP_KEYS, g)))
+            # Lines that share a label but differ in recipe or training regime say which.
+            show = [k for k in ("recipe", "regime") if len({g[GROUP_KEYS.index(k)] for g in sel}) > 1]
+            for g, cells in sorted(sel.items(), key=lambda kv: _line_label(kv[0], show)):
+                label = _line_label(g, show)
                 vals = [format_mean_std(cells[r], digits) if r in cells else "–" for r in rates]
                 have = [r for r in rates if r in cells]
                 avg = format_mean_std(_mean_over_rates(cells, have), digits) if have else "–"
@@ -273,13 +296,15 @@ def ecce_table(rows: Sequence[dict[str, Any]], digits: int = 2) -> str:
     if not groups:
         return ""
     order = {"none": 0, "global": 1, "both": 2}
-    out = ["| Dataset | Local | Global | WAF | Seeds |", "|---|---|---|---|---|"]
-    for g, cells in sorted(groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][5], 9))):
-        ecce = g[5]
-        local = "✓" if ecce == "both" else "✕"
-        glob = "✓" if ecce in ("both", "global") else "✕"
+    out = ["| Dataset | Local | Global | Variant | WAF | Seeds |", "|---|---|---|---|---|---|"]
+    for g, cells in sorted(groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][5].split("/")[0], 9), kv[0][5])):
+        kind, _, variant = g[5].partition("/")  # e.g. both/shared+drop0.5
+        local = "✓" if kind == "both" else "✕"
+        glob = "✓" if kind in ("both", "global") else "✕"
         vals = cells.get(0.0, [])
-        out.append(f"| {g[0]} | {local} | {glob} | {format_mean_std(vals, digits)} | {len(vals)} |")
+        shown = variant or ("dense" if kind == "both" else "")
+        out.append(f"| {g[0]} | {local} | {glob} | {shown} | "
+                   f"{format_mean_std(vals, digits)} | {len(vals)} |")
     return "\n".join(out) + "\n"
 
 
@@ -296,15 +321,116 @@ def grid_report(rows: Sequence[dict[str, Any]], folder: Path, title: str = "Benc
     t1 = ecce_table(rows)
     if t1:
         parts.append(f"## {TABLE_TITLES[1]}\n\n{t1}")
-    for table, protocol in ((2, "ume"), (3, "ime"), (4, "ume")):
+    # Table 2 is IME in the paper (its ITS rows equal Table 3's ITEACNet rows); its UME
+    # version is kept as an extra table ("2u").
+    for table, protocol, key in ((2, "ime", 2), (2, "ume", "2u"), (3, "ime", 3), (4, "ume", 4)):
         names = set(variants_for_table(table))
         sel = [r for r in rows if r.get("variant") in names and r.get("protocol") == protocol]
         if not sel:
             continue
-        parts.append(f"## {TABLE_TITLES[table]}\n\n" + rate_table(sel, "waf"))
+        parts.append(f"## {TABLE_TITLES[key]}\n\n" + rate_table(sel, "waf"))
         if any(r.get("mae") not in (None, "") for r in sel):
             parts.append(rate_table(sel, "mae", digits=3))
-        plot_rates(sel, folder / f"table{table}_waf.png")
+        plot_rates(sel, folder / f"table{key}_waf.png")
     md = folder / "report.md"
     md.write_text("\n".join(parts))
     return md
+
+
+# ---------------------------------------------------------------------------- paired statistics
+# Pairs are runs that share everything the comparison does not vary: corpus, protocol, split,
+# fold, seed (so: identical fixed test masks) and the rate or pattern scored.
+PAIR_KEYS = ("corpus", "protocol", "split", "fold", "seed", "rate", "pattern")
+
+
+def parse_selector(text: str) -> dict[str, str]:
+    """`key=value[,key=value]` (or a bare variant name) → the row fields it requires."""
+    if "=" not in text:
+        return {"variant": text}
+    out = {}
+    for part in text.split(","):
+        k, sep, v = part.partition("=")
+        if not sep or not k:
+            raise ValueError(f"bad selector part {part!r}: expected key=value")
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _matches(row: dict[str, Any], sel: dict[str, str]) -> bool:
+    return all(str(group_value(row, k) if k in GROUP_KEYS else row.get(k, "")) == v for k, v in sel.items())
+
+
+def t_quantile(df: int, q: float = 0.975) -> float:
+    from scipy.stats import t
+
+    return float(t.ppf(q, df))
+
+
+def paired_difference(
+    rows: Sequence[dict[str, Any]], a: dict[str, str], b: dict[str, str], metric: str = "waf",
+    where: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Paired mean difference A − B with a 95% t-interval, per rate and for the mean over rates.
+
+    The unit is one (fold, seed) run pair (one per seed on single-split corpora). Raises
+    ValueError when a selector matches more than one row per pair (add a key to both)."""
+    where = where or {}
+    keys = [k for k in PAIR_KEYS if k not in a and k not in b]
+
+    def index(sel: dict[str, str]) -> dict[tuple, float]:
+        out: dict[tuple, float] = {}
+        for r in rows:
+            if not (_matches(r, sel) and _matches(r, where)) or r.get(metric) in (None, "") or _isnan(r.get(metric)):
+                continue
+            if rate_of(r) is None and not r.get("pattern"):
+                continue
+            k = tuple(str(r.get(c, "")) if c != "rate" else rate_of(r) for c in keys)
+            if k in out:
+                raise ValueError(f"selector {sel} matches more than one row for {dict(zip(keys, k))}; "
+                                 "make both selectors more specific (e.g. add train_rate=... or recipe=...)")
+            out[k] = float(r[metric])
+        return out
+
+    ia, ib = index(a), index(b)
+    common = sorted(set(ia) & set(ib), key=str)
+    if not common:
+        raise ValueError(f"no pairs: nothing matches both {a} and {b} on {keys}")
+    ri = keys.index("rate")
+    by_rate: dict[Any, dict[tuple, float]] = defaultdict(dict)
+    for k in common:
+        unit = tuple(v for i, v in enumerate(k) if i != ri)
+        by_rate[k[ri]][unit] = ia[k] - ib[k]
+
+    def summary(d: Sequence[float]) -> dict[str, float]:
+        n = len(d)
+        mean = float(np.mean(d))
+        if n < 2:
+            return {"n": n, "mean": mean, "lo": float("nan"), "hi": float("nan")}
+        half = t_quantile(n - 1) * float(np.std(d, ddof=1)) / math.sqrt(n)
+        return {"n": n, "mean": mean, "lo": mean - half, "hi": mean + half}
+
+    out: dict[str, Any] = {"keys": keys, "rates": {}}
+    for rate, units in sorted(by_rate.items(), key=lambda kv: (kv[0] is None, kv[0] or 0.0)):
+        out["rates"][rate] = summary(list(units.values()))
+    rates = [r for r in by_rate if r is not None]
+    if len(rates) > 1:
+        shared = set.intersection(*(set(by_rate[r]) for r in rates))
+        out["average"] = summary([float(np.mean([by_rate[r][u] for r in rates])) for u in sorted(shared, key=str)])
+    return out
+
+
+def paired_table(result: dict[str, Any], a: str, b: str, metric: str = "waf", digits: int = 2) -> str:
+    """Markdown of `paired_difference`: one line per rate (and the average over rates)."""
+    lines = [f"Paired difference {metric.upper()}: ({a}) − ({b}), mean and 95% t-interval over "
+             f"run pairs matched on {', '.join(result['keys'])}\n",
+             "| Rate | Mean diff | 95% CI | Pairs |", "|---|---|---|---|"]
+
+    def fmt(s: dict[str, float]) -> str:
+        ci = "–" if math.isnan(s["lo"]) else f"[{s['lo']:+.{digits}f}, {s['hi']:+.{digits}f}]"
+        return f"{s['mean']:+.{digits}f} | {ci} | {s['n']}"
+
+    for rate, s in result["rates"].items():
+        lines.append(f"| {'–' if rate is None else f'{rate:.1f}'} | {fmt(s)} |")
+    if "average" in result:
+        lines.append(f"| Average | {fmt(result['average'])} |")
+    return "\n".join(lines) + "\n"

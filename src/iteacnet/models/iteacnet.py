@@ -82,7 +82,8 @@ class ITEACNet(nn.Module):
         uses_attention = kind == "TF" or "attention" in cfg.mixers
         e = cfg.ecce
         self.ecce = nn.ModuleDict(
-            {m: ECCE(D, H, e.kernel, e.max_span, e.local, e.enabled) for m in self.modalities}
+            {m: ECCE(D, H, e.kernel, e.max_span, e.local, e.enabled, e.local_kind, e.local_dropout, e.bias)
+             for m in self.modalities}
             if (uses_attention and e.enabled)
             else {}
         )

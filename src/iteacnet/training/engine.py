@@ -10,6 +10,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, Protocol, cast
 
 import numpy as np
@@ -18,7 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from iteacnet.config import ExperimentConfig, TrainConfig
-from iteacnet.data.batching import Batch, iterate_batches
+from iteacnet.data.batching import Batch, iterate_batches, iterate_utterance_batches
 from iteacnet.data.corpus import Corpus
 from iteacnet.evaluation.metrics import compute_metrics
 from iteacnet.evaluation.splits import Split, make_split
@@ -74,10 +75,34 @@ def model_input(batch: Batch, present: torch.Tensor) -> ModelInput:
 
 
 def training_rate(train: TrainConfig, generator: torch.Generator) -> float:
-    """IME: the fixed rate; UME: a rate drawn per batch, uniform on [0, ume_max_rate]."""
+    """IME: the fixed rate; UME: a rate drawn per batch from `train.rate_dist`: uniform on
+    [a, b] = rate_values, fixed at rate_values[0], or a uniform choice among rate_values."""
     if train.protocol == "ime":
         return train.rate
-    return float(torch.rand((), generator=generator)) * train.ume_max_rate
+    v = train.rate_values
+    if train.rate_dist == "fixed":
+        return v[0]
+    if train.rate_dist == "choice":
+        return v[int(torch.randint(len(v), (), generator=generator))]
+    return v[0] + float(torch.rand((), generator=generator)) * (v[1] - v[0])
+
+
+def describe_training_rate(train: TrainConfig) -> str:
+    """The training-rate regime as result rows record it: "0.7", "U[0.0,0.7]", "{0.0,0.7}"."""
+    if train.protocol == "ime":
+        return f"{train.rate:.1f}"
+    v = train.rate_values
+    if train.rate_dist == "fixed":
+        return f"{v[0]:.1f}"
+    if train.rate_dist == "choice":
+        return "{" + ",".join(f"{r:.1f}" for r in v) + "}"
+    return f"U[{v[0]:.1f},{v[1]:.1f}]"
+
+
+def training_batches(data: PreparedData, train: TrainConfig, generator: torch.Generator) -> Iterator[Batch]:
+    """The training split in batches of conversations or of single utterances (`batch_unit`)."""
+    batches = iterate_utterance_batches if train.batch_unit == "utterances" else iterate_batches
+    return batches(data.corpus, data.split.train, train.batch_size, generator)
 
 
 # ---------------------------------------------------------------------------- data parallel
@@ -138,7 +163,7 @@ def train_one_epoch(
     prefix = "pre_" if pretrain else ""
     if not pretrain and hasattr(method, "end_pretraining"):
         method.end_pretraining()  # type: ignore[operator]  # a method's stage 2 starts here, on every rank alike (MMIN)
-    for batch in iterate_batches(data.corpus, data.split.train, train.batch_size, generator):
+    for batch in training_batches(data, train, generator):
         # Mask, totals and shard on the CPU batch (the generator's device); then only this
         # rank's part goes to the device. The totals stay 0-d CPU tensors: no device sync.
         if pretrain:
@@ -264,14 +289,45 @@ class FitResult:
     seconds: float = 0.0
 
 
+def stopped_early(history: list[dict[str, float]], best_epoch: int, train: TrainConfig) -> bool:
+    """Early stopping (`train.patience` > 0): `patience` evaluations in a row without a better
+    validation score. A function of the history alone, so a resumed run stops where it would
+    have."""
+    if train.patience <= 0 or best_epoch < 0:
+        return False
+    evals_since = sum(1 for row in history if row["epoch"] > best_epoch and "val_waf" in row)
+    return evals_since >= train.patience
+
+
 def selection_rates(cfg: ExperimentConfig) -> tuple[float, ...]:
     """UME selects on the mean validation WAF over the evaluation rates; IME on its own rate."""
     return (cfg.train.rate,) if cfg.train.protocol == "ime" else cfg.eval.rates
 
 
 def make_optimizer(method: nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW (decoupled weight decay) or Adam (L2 in the gradient, as torch.optim.Adam), each
+    group remembering its base lr for the schedule."""
     groups = cast(Method, method).param_groups(train.lr, train.router_lr)
-    return torch.optim.AdamW(groups, weight_decay=train.weight_decay)
+    for g in groups:
+        g["base_lr"] = g["lr"]
+    opt_cls = torch.optim.Adam if train.optimizer == "adam" else torch.optim.AdamW
+    return opt_cls(groups, betas=train.betas, weight_decay=train.weight_decay)
+
+
+def lr_factor(train: TrainConfig, epoch: int) -> float:
+    """The lr multiplier of an epoch: 1, or MMIN's linear policy (constant for
+    `lr_constant_epochs`, then linearly down so that the last epoch trains near 0)."""
+    if train.lr_schedule == "constant":
+        return 1.0
+    decay = max(train.epochs - train.lr_constant_epochs, 0)
+    return 1.0 - max(0, epoch - train.lr_constant_epochs) / float(decay + 1)
+
+
+def set_epoch_lr(opt: torch.optim.Optimizer, train: TrainConfig, epoch: int) -> None:
+    """A function of the epoch alone, so a resumed run gets the same lr."""
+    f = lr_factor(train, epoch)
+    for g in opt.param_groups:
+        g["lr"] = g["base_lr"] * f
 
 
 def checkpoint_meta(data: PreparedData, cfg: ExperimentConfig, extra: dict[str, Any]) -> dict[str, Any]:
@@ -318,6 +374,7 @@ def fit(
     val_masks = eval_masks(data, val_name, selection_rates(cfg), cfg.eval.mask_seed)
     best_state: dict[str, torch.Tensor] | None = None
     best_score, best_epoch, start, history = -math.inf, -1, 0, []
+    seconds_before = 0.0  # training time of earlier segments of a resumed run
     last = out_dir / "last" if out_dir is not None else None
     if last is not None and resume:
         restored = load_training_state(last, method, opt, generator)
@@ -325,6 +382,7 @@ def fit(
             best_state, info = restored
             best_score, best_epoch = info["best_score"], info["best_epoch"]
             start, history = info["epoch"] + 1, info["history"]
+            seconds_before = float(info.get("seconds", 0.0))
     if parallel is not None:
         starts = parallel.all_sum(torch.tensor([float(start)], device=train.device))
         if float(starts) != start * parallel.world:
@@ -338,6 +396,9 @@ def fit(
                dynamic_ncols=True, initial=start, total=train.epochs)
     done_here = 0
     for epoch in bar:
+        if stopped_early(history, best_epoch, train):
+            break
+        set_epoch_lr(opt, train, epoch)
         if epoch < pretrain_epochs and hasattr(method, "pretrain_loss"):
             parts = train_one_epoch(method, opt, data, train, generator, parallel, pretrain=True)
         else:
@@ -353,14 +414,15 @@ def fit(
             bar.set_postfix(loss=f"{parts.get('loss', 0.0):.3f}", val_waf=f"{score:.2f}", best=f"{best_score:.2f}")
         history.append(row)
         if last is not None and rank == 0:
-            info = {"epoch": epoch, "best_score": best_score, "best_epoch": best_epoch, "history": history}
+            info = {"epoch": epoch, "best_score": best_score, "best_epoch": best_epoch, "history": history,
+                    "seconds": seconds_before + time.perf_counter() - t0}
             save_training_state(last, method, best_state, opt, generator, info)
         done_here += 1
         if stop_after is not None and done_here >= stop_after and epoch + 1 < train.epochs:
-            return FitResult(method, best_epoch, best_score, history, time.perf_counter() - t0)
+            return FitResult(method, best_epoch, best_score, history, seconds_before + time.perf_counter() - t0)
     if best_state is not None:
         method.load_state_dict(best_state)
-    result = FitResult(method, best_epoch, best_score, history, time.perf_counter() - t0)
+    result = FitResult(method, best_epoch, best_score, history, seconds_before + time.perf_counter() - t0)
     if out_dir is not None and rank == 0:
         meta = checkpoint_meta(data, cfg, {"best_epoch": best_epoch, "best_val_waf": best_score, "history": history})
         save_checkpoint(out_dir, method, cfg, meta)
