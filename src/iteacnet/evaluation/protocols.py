@@ -59,7 +59,7 @@ def ecce_label(cfg: ExperimentConfig) -> str:
     if not e.enabled:
         return "none"
     label = "both" if e.local else "global"
-    extra = []
+    extra: list[str] = []
     if e.local and e.local_kind != "dense":
         extra.append(e.local_kind)
     if e.local and e.local_dropout > 0:

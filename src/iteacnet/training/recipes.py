@@ -32,11 +32,18 @@ RECIPES: Registry[Recipe] = Registry("training recipe")
 
 # The paper's own setup (METHOD.md §8; paper "Setup"): AdamW, lr 5e-4, router 5e-3, batch of
 # 32 conversations, 100 epochs, D = 128.
+_PAPER_SETUP = "paper, Setup paragraph (paper/000_cbe27d937864f31f.txt line 166); METHOD.md §8"
+_NOT_GIVEN = "not given by the paper; AdamW's default (torch), see docs/METHOD-NOTES.md"
 RECIPES.register("iteacnet")(Recipe(
     overrides={"train.optimizer": "adamw", "train.lr": 5e-4, "train.router_lr": 5e-3, "train.batch_size": 32,
-               "train.batch_unit": "conversations", "train.epochs": 100, "model.hidden": 128},
-    sources={k: "paper, Setup paragraph; METHOD.md §8" for k in
-             ("train.optimizer", "train.lr", "train.router_lr", "train.batch_size", "train.epochs", "model.hidden")},
+               "train.batch_unit": "conversations", "train.epochs": 100, "model.hidden": 128,
+               "train.weight_decay": 1e-2, "train.grad_clip": 5.0, "train.lr_schedule": "constant"},
+    sources={**{k: _PAPER_SETUP for k in ("train.optimizer", "train.lr", "train.router_lr", "train.batch_size",
+                                          "train.epochs", "model.hidden")},
+             "train.batch_unit": "paper line 30: a sample is a whole conversation; METHOD.md §1",
+             "train.weight_decay": _NOT_GIVEN,
+             "train.grad_clip": "not given by the paper; ours (docs/METHOD-NOTES.md)",
+             "train.lr_schedule": "the paper names no schedule"},
 ))
 
 # ---- baselines' recipes: registered in the section below -----------------------------------
