@@ -22,12 +22,12 @@ from iteacnet.models.baselines.common import utterances
 from iteacnet.models.baselines.gcnet import window_graph
 from iteacnet.training.engine import model_input
 
-NAMES = ("ae", "cra", "mmin", "cpmnet", "gcnet")
+NAMES = ("ae", "cra", "mmin", "cpmnet", "cpmnet-enc", "gcnet")
 SUBSETS = (("text",), ("text", "audio"), ("text", "audio", "visual"))
 TASKS = ("classification", "regression")
 DIMS = {"text": 10, "audio": 6, "visual": 8}
 # Fewer cascade blocks / inference steps than the defaults: same code paths, less time.
-FAST: dict[str, dict[str, Any]] = {"mmin": {"n_blocks": 2}, "cra": {"n_blocks": 2}, "cpmnet": {"infer_steps": 3}}
+FAST: dict[str, dict[str, Any]] = {"mmin": {"n_blocks": 2}, "cra": {"n_blocks": 2}, "cpmnet": {"test_steps": 20}, "cpmnet-enc": {"infer_steps": 3}}
 
 
 @cache
@@ -178,9 +178,9 @@ def test_gcnet_graph_respects_windows_and_padding() -> None:
     assert torch.equal(full, valid[:, :, None] & valid[:, None, :])
 
 
-def test_cpmnet_inference_fits_the_present_views_deterministically() -> None:
+def test_cpmnet_enc_inference_fits_the_present_views_deterministically() -> None:
     mods = SUBSETS[-1]
-    model = build("cpmnet", mods, "classification", infer_steps=10)
+    model = build("cpmnet-enc", mods, "classification", infer_steps=10)
     adam_steps(model, mods, "classification", steps=5)
     model.eval()
     _, _, masked = inputs(mods, [0, 1])
@@ -225,3 +225,110 @@ def test_unknown_option_is_an_error() -> None:
     with pytest.raises(ValueError, match="unknown ae option"):
         build("ae", ("text",), "classification", n_blokcs=3)
     build("gcnet", ("text",), "classification", pretrain_epochs=2)  # read by the engine: allowed
+
+
+# ---------------------------------------------------------------------------- CPM-Net (original)
+def _trained_cpmnet(task: str = "classification", **kw: Any) -> nn.Module:
+    model = build("cpmnet", SUBSETS[-1], task, **kw)
+    adam_steps(model, SUBSETS[-1], task, steps=3)
+    return model
+
+
+def test_cpmnet_codes_persist_per_utterance() -> None:
+    """A training utterance keeps its code (and Adam state) from batch to batch, whichever
+    batch it comes in, found by its complete features; new utterances get new codes."""
+    mods = SUBSETS[-1]
+    model = build("cpmnet", mods, "classification")
+    model.train()
+    for dialogues in ([0, 1], [1, 2], [2, 1, 0]):
+        b, full, masked = inputs(mods, dialogues)
+        model.training_loss(full, masked, b.labels)
+    n_utt = {d: int(collate(corpus(mods), [d]).valid.sum()) for d in (0, 1, 2)}
+    assert model.codes.shape[0] == sum(n_utt.values())
+    assert sorted(model.code_t.tolist()) == sorted([2] * n_utt[0] + [3] * n_utt[1] + [2] * n_utt[2])
+    labels = torch.cat([collate(corpus(mods), [d]).labels[0, : n_utt[d]] for d in (0, 1, 2)])
+    assert sorted(model.code_labels.tolist()) == sorted(labels.tolist())
+
+
+def test_cpmnet_test_codes_are_the_originals_adam_fit() -> None:
+    """`fit_codes` = Adam from zero on each utterance's reconstruction of its present views,
+    decoders fixed (checked against torch.optim.Adam and autograd; TF and torch Adam differ
+    only in where eps enters)."""
+    model = _trained_cpmnet(test_steps=40, test_lr=0.01)
+    _, _, masked = inputs(SUBSETS[-1], [4, 5])
+    u = utterances(masked, model.spec)
+    got = model.fit_codes(u)
+    h = torch.zeros(u.present.shape[0], model.latent, requires_grad=True)
+    opt = torch.optim.Adam([h], lr=0.01, eps=1e-8)
+    for _ in range(40):
+        opt.zero_grad()
+        model.view_errors(h, u, detach_decoders=True).sum().backward()
+        opt.step()
+    torch.testing.assert_close(got, h.detach(), atol=1e-5, rtol=1e-4)
+    model.eval()
+    with torch.no_grad():  # scores: similarity to each class's mean training code (classfiy.ave)
+        means = torch.stack([model.codes[model.code_labels == c].mean(0) for c in range(4)])
+        torch.testing.assert_close(model.predict(masked)[masked.valid], got @ means.T)
+
+
+def test_cpmnet_state_dict_carries_the_code_table() -> None:
+    """The code table grows in training; a fresh model loads a saved one of any size."""
+    model = _trained_cpmnet()
+    fresh = build("cpmnet", SUBSETS[-1], "classification")
+    fresh.load_state_dict(model.state_dict())
+    assert torch.equal(fresh.codes, model.codes) and torch.equal(fresh.code_keys, model.code_keys)
+    _, _, masked = inputs(SUBSETS[-1], [6])
+    model.eval()
+    fresh.eval()
+    with torch.no_grad():
+        assert torch.equal(fresh.predict(masked), model.predict(masked))
+
+
+# ---------------------------------------------------------------------------- Table 5
+# The paper's feature sizes (text 1024, audio 512, visual 1024), four classes, two speakers,
+# each method at its recipe's sizes. Hand-derived from the reference architectures
+# (zeroQiaoba/GCNet@c2dfd3b; docs/METHOD-NOTES.md, "Baselines and their recipes"):
+#   FcClassifier(d, [128, 128], o) = (128d + 128) + (128·128 + 128) + (128o + o)
+#     netA 512→128: 98,688; netL/netV 1024→128: 164,224 each          encoders   427,136
+#     netAA 384→512: 131,840; netLL/netVV 384→1024: 197,888 each       decoders   527,616
+#     netC 384→4: 66,308 (AE, CRA; MMIN's stage-1 netC too)
+#   SimpleFcAE(384, [256, 128]): 98,560 + 32,896 + 33,024 + 98,688 = 263,168
+#   ResidualAE(384, [256, 128]) block 263,168; transition 2·(384² + 384) = 295,680
+#   ResidualAE(384, [256, 128, 64]) block 98,560 + 32,896 + 8,256 + 8,320 + 33,024 + 98,688
+#     = 279,744; × 5 + 295,680 = 1,694,400; MMIN netC 320→4: 41,088 + 16,512 + 516 = 58,116
+#   AE   = 427,136 + 527,616 + 66,308 + 263,168                      = 1,284,228 (paper 1.29M)
+#   CRA  = 427,136 + 527,616 + 66,308 + 3·263,168 + 295,680          = 2,106,244 (paper 2.11M)
+#   MMIN = 427,136 + 2·1,694,400 + 58,116                            = 3,874,052 (paper 3.87M)
+#   CPM-Net decoders 128 → 512/1024/1024: 128·2,560 + 2,560          =   330,240 (+ 128 per code)
+#   GCNet, D_e = 200, graph 100, input 2,560 (gcnet/model.py):
+#     BiLSTM(2560, 200, 2 layers): 2·(800·2,760 + 1,600) + 2·(800·600 + 1,600) = 5,382,400
+#     per branch: RGCN R·40,000 + 40,100; GraphConv 20,100; BiLSTM(500, 500, 2 layers)
+#       2·(2,000·1,000 + 4,000) + 2·(2,000·1,500 + 4,000) = 10,016,000; Linear 1,000→500 500,500
+#       temporal (R = 3) 10,696,700; speaker (R = 2² = 4) 10,736,700
+#     smax_fc 500→4: 2,004; linear_rec 500→2,560: 1,282,560          = 28,100,364 used
+#     built but never called: GRU(2560, 200, 2 layers, bi) 4,036,800 and, time_attn off, two
+#     MatchingAttention('general2') Linear(1,000, 1,000) 1,001,000 each   +6,038,800
+#                                                                    = 34,139,164 (paper 34.14M)
+HAND_COUNTS = {"ae": 1_284_228, "cra": 2_106_244, "mmin": 3_874_052, "cpmnet": 330_240, "gcnet": 28_100_364}
+TABLE5 = {"ae": 1.29e6, "cra": 2.11e6, "mmin": 3.87e6, "gcnet": 34.14e6}
+GCNET_UNUSED = 4_036_800 + 2 * 1_001_000
+
+
+@pytest.mark.parametrize("name", sorted(HAND_COUNTS))
+def test_parameter_counts_at_the_papers_sizes(name: str) -> None:
+    from iteacnet.config import ExperimentConfig
+    from iteacnet.config import replace as cfg_replace
+    from iteacnet.models.base import count_parameters
+    from iteacnet.training.recipes import apply_recipe
+
+    cfg = apply_recipe(cfg_replace(ExperimentConfig(), **{"model.method": name}), name).model
+    spec = ModelSpec(dims=(("text", 1024), ("audio", 512), ("visual", 1024)), num_outputs=4, num_speakers=2)
+    model = METHODS[name](spec, cfg)
+    count = count_parameters(model)
+    if name == "mmin":  # stage 1's classifier and the frozen encoder snapshot are separate models there
+        count -= count_parameters(model.pretrain_classifier) + count_parameters(model.teacher)
+    assert count == HAND_COUNTS[name]
+    if name == "gcnet":
+        count += GCNET_UNUSED
+    if name in TABLE5:
+        assert abs(count / TABLE5[name] - 1) < 0.02, (name, count)

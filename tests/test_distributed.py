@@ -115,7 +115,7 @@ def test_shards_partition_every_batch() -> None:
 
 # Every registered method and framework, dropout off, ITS/TS with their imputation loss on.
 SHARDABLE = [("iteacnet", {"model.framework": f}) for f in ("its", "ts", "gcnet", "complete")] + [
-    (m, {}) for m in ("ae", "cra", "mmin", "gcnet")] + [("cpmnet", {"regression": True})]
+    (m, {}) for m in ("ae", "cra", "mmin", "gcnet")] + [("cpmnet-enc", {"regression": True})]
 
 
 @pytest.mark.parametrize("method,overrides", SHARDABLE, ids=lambda v: v if isinstance(v, str) else "-".join(map(str, v.values())))
@@ -132,7 +132,7 @@ def test_shard_gradients_sum_to_the_batch_gradient(method: str, overrides: dict[
     regression = overrides.pop("regression", False)
     cfg = replace(_config(), **{"model.method": method, "model.dropout": 0.0, **overrides})
     data = prepare(load_corpus(cfg.data), cfg)
-    if regression:  # CPM-Net couples a batch only through its classification loss
+    if regression:  # the CPM-Net redesign couples a batch only through its classification loss
         data.spec = dataclasses.replace(data.spec, task="regression", num_outputs=1)
     torch.manual_seed(0)
     model = build_method(data.spec, cfg.model).train().double()

@@ -16,7 +16,9 @@ Sizes: D = cfg.hidden (128 in the original), dropout = cfg.dropout (0.5 in GCNet
 
 Options (`ModelConfig.baseline`):
   ae_layers      (2·D, D)  widths of each residual autoencoder (GCNet's CRA run: 256,128)
-  n_blocks       2         autoencoders in the cascade (GCNet's CRA run: --n_blocks=2)
+  n_blocks       3         autoencoders in the cascade (mmin_CRA_model.py:36 default, and the
+                           count behind the paper's Table 5; GCNet's runs pass --n_blocks=2,
+                           README.md:126)
   rec_weight     0.8       weight of L_rec (GCNet's CRA run: --mse_weight=0.8)
   rec_batch      256       utterances L_rec sums over (see ae.py; GCNet's run: --batch_size=256)
 """
@@ -30,7 +32,7 @@ from iteacnet.models.base import METHODS, ModelSpec
 from iteacnet.models.baselines.ae import AEImputer
 from iteacnet.models.baselines.common import ResidualAE, baseline_options
 
-DEFAULTS = {"ae_layers": None, "n_blocks": 2, "rec_weight": 0.8, "rec_batch": 256}
+DEFAULTS = {"ae_layers": None, "n_blocks": 3, "rec_weight": 0.8, "rec_batch": 256}
 
 
 @METHODS.register("cra")

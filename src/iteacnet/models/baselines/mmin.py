@@ -22,7 +22,8 @@ Stage 2, `training_loss`: the encoders continue from stage 1; a frozen snapshot 
   stage-1 classifier are training-only.
 
 Sizes: D = cfg.hidden (embd_size 128 and cls_layers 128,128 in the original); dropout =
-cfg.dropout (0.5 in MMIN's stage 2, 0.3 in its stage 1).
+cfg.dropout in stage 2 (0.5, zeroQiaoba/GCNet README.md:114) and `pretrain_dropout` in
+stage 1 (0.3, README.md:111): the encoders' dropout switches with the stage.
 
 Options (`ModelConfig.baseline`):
   pretrain_epochs  (read by the engine; its default 0) epochs of stage 1 before stage 2.
@@ -33,6 +34,8 @@ Options (`ModelConfig.baseline`):
   ce_weight        1.0   (original: --ce_weight=1.0)
   mse_weight       4.0   imagination loss weight (original: --mse_weight=4.0)
   cycle_weight     2.0   cycle-consistency loss weight (original: --cycle_weight=2.0)
+  pretrain_dropout None  stage-1 dropout of the encoders and fusion classifier (None: cfg.dropout;
+                         the original's stage 1: 0.3); only where cfg.dropout > 0 built dropout
 """
 
 from __future__ import annotations
@@ -64,7 +67,8 @@ from iteacnet.models.baselines.common import (
     utterances,
 )
 
-DEFAULTS = {"ae_layers": None, "n_blocks": 5, "ce_weight": 1.0, "mse_weight": 4.0, "cycle_weight": 2.0}
+DEFAULTS = {"ae_layers": None, "n_blocks": 5, "ce_weight": 1.0, "mse_weight": 4.0, "cycle_weight": 2.0,
+            "pretrain_dropout": None}
 
 
 class MMIN(UtteranceBaseline):
@@ -72,7 +76,7 @@ class MMIN(UtteranceBaseline):
 
     def __init__(
         self, spec: ModelSpec, hidden: int, dropout: float, ae_layers: tuple[int, ...], n_blocks: int,
-        ce_weight: float, mse_weight: float, cycle_weight: float,
+        ce_weight: float, mse_weight: float, cycle_weight: float, pretrain_dropout: float | None = None,
     ) -> None:
         super().__init__(spec)
         self.encoders = ModalityEncoders(spec, (hidden, hidden), hidden, dropout)
@@ -86,6 +90,15 @@ class MMIN(UtteranceBaseline):
         self.cycle = ResidualAE(d, ae_layers, n_blocks)
         self.classifier = MLP(self.imagine.d_latent, (hidden, hidden), spec.num_outputs, dropout)
         self.ce_weight, self.mse_weight, self.cycle_weight = float(ce_weight), float(mse_weight), float(cycle_weight)
+        self.dropout = float(dropout)
+        self.pretrain_dropout = self.dropout if pretrain_dropout is None else float(pretrain_dropout)
+
+    def set_dropout(self, p: float) -> None:
+        """The dropout rate of the encoders and both classifiers (the stages differ in it)."""
+        for part in (self.encoders, self.pretrain_classifier, self.classifier):
+            for mod in part.modules():
+                if isinstance(mod, nn.Dropout):
+                    mod.p = p
 
     def train(self, mode: bool = True) -> MMIN:
         super().train(mode)
@@ -99,6 +112,7 @@ class MMIN(UtteranceBaseline):
     def pretrain_loss(self, full: ModelInput, labels: torch.Tensor, totals: BatchTotals | None = None) -> LossOutput:
         """Stage 1: encoders + fusion classifier with L_emo on complete data."""
         n = batch_totals(full, full, totals).valid
+        self.set_dropout(self.pretrain_dropout)
         u = utterances(full, self.spec)
         logits = self.pretrain_classifier(self.encoders(u.features))  # (N, C)
         task = utterance_task_loss(logits, flatten_valid(labels, full.valid), self.spec, n)
@@ -118,6 +132,7 @@ class MMIN(UtteranceBaseline):
     ) -> LossOutput:
         n = batch_totals(full, masked, totals).valid
         self.end_pretraining()  # no-op after the first call
+        self.set_dropout(self.dropout)
         u = utterances(masked, self.spec)
         complete = utterances(full, self.spec)
         emb = self.encoders(u.features)  # (N, M·D) what the model sees
@@ -141,4 +156,5 @@ def build_mmin(spec: ModelSpec, cfg: ModelConfig) -> nn.Module:
     o = baseline_options(cfg, DEFAULTS, "mmin")
     h = cfg.hidden
     layers = tuple(int(w) for w in (o["ae_layers"] or (2 * h, h, max(1, h // 2))))
-    return MMIN(spec, h, cfg.dropout, layers, int(o["n_blocks"]), o["ce_weight"], o["mse_weight"], o["cycle_weight"])
+    return MMIN(spec, h, cfg.dropout, layers, int(o["n_blocks"]), o["ce_weight"], o["mse_weight"], o["cycle_weight"],
+                o["pretrain_dropout"])
