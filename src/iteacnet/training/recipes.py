@@ -67,6 +67,8 @@ def _baseline_recipe(overrides: dict[str, Any], sources: dict[str, str], note: s
     missing += [f"model.baseline.{k}" for k in options if f"model.baseline.{k}" not in sources]
     if missing:
         raise ValueError(f"recipe values without a source: {missing}")
+    if options:  # the whole option set, for readers that look up `model.baseline` itself
+        sources = {**sources, "model.baseline": "; ".join(f"{k}: {sources[f'model.baseline.{k}']}" for k in options)}
     return Recipe(overrides=overrides, sources=sources, note=note)
 
 
