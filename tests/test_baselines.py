@@ -332,3 +332,21 @@ def test_parameter_counts_at_the_papers_sizes(name: str) -> None:
         count += GCNET_UNUSED
     if name in TABLE5:
         assert abs(count / TABLE5[name] - 1) < 0.02, (name, count)
+
+
+def test_reference_init_is_the_mmin_code_bases() -> None:
+    """N(0, 0.02) Linear weights and zero biases (AE/CRA, MMIN stage 2); Kaiming for MMIN's
+    stage-1 networks; the frozen snapshot starts equal to the encoders."""
+    spec = ModelSpec(dims=(("text", 300), ("audio", 200)), num_outputs=4)
+    torch.manual_seed(0)
+    ae = METHODS["ae"](spec, ModelConfig(method="ae", hidden=64, baseline=(("init", "normal"),)))
+    weights = torch.cat([m.weight.detach().flatten() for m in ae.modules() if isinstance(m, nn.Linear)])
+    assert abs(float(weights.std()) - 0.02) < 1e-3
+    assert all(not m.bias.any() for m in ae.modules() if isinstance(m, nn.Linear))
+    mmin = METHODS["mmin"](spec, ModelConfig(method="mmin", hidden=64, baseline=(("init", "reference"),)))
+    first = mmin.encoders.nets["text"][0].weight  # Kaiming-normal, fan_in 300: std sqrt(2/300)
+    assert abs(float(first.detach().std()) / (2 / 300) ** 0.5 - 1) < 0.05
+    assert abs(float(mmin.classifier[0].weight.detach().std()) - 0.02) < 2e-3
+    assert all(torch.equal(a, b) for a, b in zip(mmin.teacher.state_dict().values(), mmin.encoders.state_dict().values()))
+    with pytest.raises(ValueError, match="init must be"):
+        METHODS["cra"](spec, ModelConfig(method="cra", hidden=8, baseline=(("init", "xavier"),)))

@@ -141,25 +141,30 @@ RECIPES.register("gcnet")(_baseline_recipe(
 
 RECIPES.register("ae")(_baseline_recipe(
     overrides={**_MMIN_CODEBASE_TRAIN,
-               "model.baseline": {"ae_layers": (256, 128), "rec_weight": 0.2, "rec_batch": 256}},
+               "model.baseline": {"ae_layers": (256, 128), "rec_weight": 0.2, "rec_batch": 256, "init": "normal"}},
     sources={**_mmin_codebase_sources("mmin_AE_model.py", "70", "149-150", "120"),
              "model.baseline.ae_layers": _GR + ":120 --AE_layers=256,128 (SimpleFcAE, mmin_AE_model.py:64)",
              "model.baseline.rec_weight": _GR + ":120 --mse_weight=0.2 (--ce_weight=1.0); mmin_AE_model.py:143",
              "model.baseline.rec_batch": _GM + "models/mmin_AE_model.py:138 L_rec summed over the batch of "
-                                         "--batch_size=256 (README.md:120)"},
+                                         "--batch_size=256 (README.md:120)",
+             "model.baseline.init": _GR + ":120 --init_type normal; " + _GM + "models/networks/tools.py:64-89 "
+                                    "N(0, init_gain 0.02), applied to every net by models/base_model.py:84-86"},
     note="AE of MMIN's code base as GCNet runs it (train_miss.py --model=mmin_AE).",
 ))
 
 RECIPES.register("cra")(_baseline_recipe(
     overrides={**_MMIN_CODEBASE_TRAIN,
-               "model.baseline": {"ae_layers": (256, 128), "n_blocks": 3, "rec_weight": 0.8, "rec_batch": 256}},
+               "model.baseline": {"ae_layers": (256, 128), "n_blocks": 3, "rec_weight": 0.8, "rec_batch": 256,
+                                  "init": "normal"}},
     sources={**_mmin_codebase_sources("mmin_CRA_model.py", "71", "152-153", "126"),
              "model.baseline.ae_layers": _GR + ":126 --AE_layers=256,128 (ResidualAE, mmin_CRA_model.py:65)",
              "model.baseline.n_blocks": _GM + "models/mmin_CRA_model.py:36 --n_blocks default 3, the size behind "
                                         "the paper's Table 5 (2.11M); GCNet's runs pass --n_blocks=2 (README.md:126)",
              "model.baseline.rec_weight": _GR + ":126 --mse_weight=0.8 (--ce_weight=1.0); mmin_CRA_model.py:146",
              "model.baseline.rec_batch": _GM + "models/mmin_CRA_model.py:141 L_rec summed over the batch of "
-                                         "--batch_size=256 (README.md:126)"},
+                                         "--batch_size=256 (README.md:126)",
+             "model.baseline.init": _GR + ":126 --init_type normal; " + _GM + "models/networks/tools.py:64-89, "
+                                    "models/base_model.py:84-86"},
     note="CRA of MMIN's code base (train_miss.py --model=mmin_CRA), 3 residual blocks as the paper counts it.",
 ))
 
@@ -169,7 +174,8 @@ RECIPES.register("mmin")(_baseline_recipe(
                # epochs are stage 2's decay (stage 1 keeps a constant lr: see the recipe note)
                "train.epochs": 200, "train.lr_constant_epochs": 120,
                "model.baseline": {"pretrain_epochs": 100, "pretrain_dropout": 0.3, "ae_layers": (256, 128, 64),
-                                  "n_blocks": 5, "ce_weight": 1.0, "mse_weight": 4.0, "cycle_weight": 2.0}},
+                                  "n_blocks": 5, "ce_weight": 1.0, "mse_weight": 4.0, "cycle_weight": 2.0,
+                                  "init": "reference"}},
     sources={**_mmin_codebase_sources("mmin_model.py", "87", "201-202", "114"),
              "train.epochs": _GR + ":111 stage 1 --niter=20 --niter_decay=80, then :114 stage 2 the same: 100 + 100",
              "train.lr_constant_epochs": _GR + ":114 stage 2 --niter=20 --niter_decay=80: constant for 100 + 20 "
@@ -180,7 +186,10 @@ RECIPES.register("mmin")(_baseline_recipe(
              "model.baseline.n_blocks": _GR + ":114 --n_blocks=5",
              "model.baseline.ce_weight": _GR + ":114 --ce_weight=1.0 (mmin_model.py:196)",
              "model.baseline.mse_weight": _GR + ":114 --mse_weight=4.0 (mmin_model.py:197)",
-             "model.baseline.cycle_weight": _GR + ":114 --cycle_weight=2.0 (mmin_model.py:198)"},
+             "model.baseline.cycle_weight": _GR + ":114 --cycle_weight=2.0 (mmin_model.py:198)",
+             "model.baseline.init": _GR + ":111 stage 1 --init_type kaiming, :114 stage 2 --init_type normal "
+                                    "(the stage-2 encoders then load stage 1's weights, mmin_model.py:118-120); "
+                                    + _GM + "models/networks/tools.py:64-89, models/base_model.py:84-86"},
     note="Stage 1 (utt_fusion, README.md:111) differs from stage 2 in beta1 (0.9 vs 0.5), dropout (0.3 vs 0.5), "
          "init (kaiming vs normal) and its own lr schedule and optimizer; this engine runs both stages with one "
          "optimizer and schedule (stage 2's betas), the dropout switching with the stage.",

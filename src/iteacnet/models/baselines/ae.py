@@ -23,6 +23,8 @@ Options (`ModelConfig.baseline`):
   ae_layers      (2·D, D)  autoencoder widths (GCNet's AE run: 256,128)
   rec_weight     0.2       weight of L_rec (GCNet's AE run: --mse_weight=0.2)
   rec_batch      256       utterances L_rec sums over (GCNet's AE run: --batch_size=256)
+  init           None      None: PyTorch's default init; "normal": the original's --init_type
+                           normal, N(0, 0.02) weights and zero biases (common.reference_init)
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from iteacnet.models.baselines.common import (
     flatten_valid,
     imputation_cells,
     missing_recon_loss,
+    reference_init,
     utterance_task_loss,
     utterances,
 )
@@ -99,7 +102,10 @@ class AEImputer(UtteranceBaseline):
 
 @METHODS.register("ae")
 def build_ae(spec: ModelSpec, cfg: ModelConfig) -> nn.Module:
-    o = baseline_options(cfg, {"ae_layers": None, "rec_weight": 0.2, "rec_batch": 256}, "ae")
+    o = baseline_options(cfg, {"ae_layers": None, "rec_weight": 0.2, "rec_batch": 256, "init": None}, "ae")
     layers = tuple(int(w) for w in (o["ae_layers"] or (2 * cfg.hidden, cfg.hidden)))
     core = SimpleAE(cfg.hidden * len(spec.dims), layers)
-    return AEImputer(spec, core, cfg.hidden, cfg.dropout, o["rec_weight"], o["rec_batch"])
+    model = AEImputer(spec, core, cfg.hidden, cfg.dropout, o["rec_weight"], o["rec_batch"])
+    if o["init"] is not None:
+        reference_init(model, str(o["init"]))
+    return model

@@ -120,6 +120,25 @@ def utterance_task_loss(
 
 
 # ---------------------------------------------------------------------------- networks
+INIT_KINDS = ("normal", "kaiming")
+
+
+def reference_init(module: nn.Module, kind: str) -> None:
+    """MMIN code base's `init_weights` (zeroQiaoba/GCNet baseline-mmin/models/networks/
+    tools.py:64-89, applied to every network by base_model.py:84-86): Linear weights
+    N(0, 0.02) ("normal", --init_type normal) or Kaiming-normal, fan_in ("kaiming"); biases 0."""
+    if kind not in INIT_KINDS:
+        raise ValueError(f"init must be one of {INIT_KINDS} or None, got {kind!r}")
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            if kind == "normal":
+                nn.init.normal_(m.weight, 0.0, 0.02)
+            else:
+                nn.init.kaiming_normal_(m.weight, a=0, mode="fan_in")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
 class MLP(nn.Sequential):
     """[Linear → ReLU → Dropout] per hidden layer, then Linear (MMIN's `FcClassifier`)."""
 

@@ -21,6 +21,7 @@ Options (`ModelConfig.baseline`):
                            README.md:126)
   rec_weight     0.8       weight of L_rec (GCNet's CRA run: --mse_weight=0.8)
   rec_batch      256       utterances L_rec sums over (see ae.py; GCNet's run: --batch_size=256)
+  init           None      as ae.py ("normal": the original's --init_type normal)
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ from torch import nn
 from iteacnet.config import ModelConfig
 from iteacnet.models.base import METHODS, ModelSpec
 from iteacnet.models.baselines.ae import AEImputer
-from iteacnet.models.baselines.common import ResidualAE, baseline_options
+from iteacnet.models.baselines.common import ResidualAE, baseline_options, reference_init
 
-DEFAULTS = {"ae_layers": None, "n_blocks": 3, "rec_weight": 0.8, "rec_batch": 256}
+DEFAULTS = {"ae_layers": None, "n_blocks": 3, "rec_weight": 0.8, "rec_batch": 256, "init": None}
 
 
 @METHODS.register("cra")
@@ -40,4 +41,7 @@ def build_cra(spec: ModelSpec, cfg: ModelConfig) -> nn.Module:
     o = baseline_options(cfg, DEFAULTS, "cra")
     layers = tuple(int(w) for w in (o["ae_layers"] or (2 * cfg.hidden, cfg.hidden)))
     core = ResidualAE(cfg.hidden * len(spec.dims), layers, int(o["n_blocks"]))
-    return AEImputer(spec, core, cfg.hidden, cfg.dropout, o["rec_weight"], o["rec_batch"])
+    model = AEImputer(spec, core, cfg.hidden, cfg.dropout, o["rec_weight"], o["rec_batch"])
+    if o["init"] is not None:
+        reference_init(model, str(o["init"]))
+    return model

@@ -36,6 +36,9 @@ Options (`ModelConfig.baseline`):
   cycle_weight     2.0   cycle-consistency loss weight (original: --cycle_weight=2.0)
   pretrain_dropout None  stage-1 dropout of the encoders and fusion classifier (None: cfg.dropout;
                          the original's stage 1: 0.3); only where cfg.dropout > 0 built dropout
+  init             None  None: PyTorch's default init; "reference": the original's, stage-1 networks
+                         (encoders, fusion classifier) Kaiming-normal (README.md:111 --init_type
+                         kaiming), stage-2 ones (both AEs, classifier) N(0, 0.02) (README.md:114)
 """
 
 from __future__ import annotations
@@ -63,12 +66,13 @@ from iteacnet.models.baselines.common import (
     Utterances,
     baseline_options,
     flatten_valid,
+    reference_init,
     utterance_task_loss,
     utterances,
 )
 
 DEFAULTS = {"ae_layers": None, "n_blocks": 5, "ce_weight": 1.0, "mse_weight": 4.0, "cycle_weight": 2.0,
-            "pretrain_dropout": None}
+            "pretrain_dropout": None, "init": None}
 
 
 class MMIN(UtteranceBaseline):
@@ -156,5 +160,16 @@ def build_mmin(spec: ModelSpec, cfg: ModelConfig) -> nn.Module:
     o = baseline_options(cfg, DEFAULTS, "mmin")
     h = cfg.hidden
     layers = tuple(int(w) for w in (o["ae_layers"] or (2 * h, h, max(1, h // 2))))
-    return MMIN(spec, h, cfg.dropout, layers, int(o["n_blocks"]), o["ce_weight"], o["mse_weight"], o["cycle_weight"],
-                o["pretrain_dropout"])
+    model = MMIN(spec, h, cfg.dropout, layers, int(o["n_blocks"]), o["ce_weight"], o["mse_weight"],
+                 o["cycle_weight"], o["pretrain_dropout"])
+    if o["init"] is not None:
+        if o["init"] != "reference":
+            raise ValueError(f"mmin init must be None or 'reference', got {o['init']!r}")
+        stage1: tuple[nn.Module, ...] = (model.encoders, model.pretrain_classifier)
+        stage2: tuple[nn.Module, ...] = (model.imagine, model.cycle, model.classifier)
+        for part in stage1:
+            reference_init(part, "kaiming")
+        for part in stage2:
+            reference_init(part, "normal")
+        model.teacher.load_state_dict(model.encoders.state_dict())  # replaced at the stage boundary anyway
+    return model
