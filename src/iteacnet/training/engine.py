@@ -399,12 +399,12 @@ def fit(
         if stopped_early(history, best_epoch, train):
             break
         set_epoch_lr(opt, train, epoch)
-        if epoch < pretrain_epochs and hasattr(method, "pretrain_loss"):
-            parts = train_one_epoch(method, opt, data, train, generator, parallel, pretrain=True)
-        else:
-            parts = train_one_epoch(method, opt, data, train, generator, parallel)
+        stage1 = epoch < pretrain_epochs and hasattr(method, "pretrain_loss")
+        parts = train_one_epoch(method, opt, data, train, generator, parallel, pretrain=stage1)
         row: dict[str, float] = {"epoch": epoch, **parts}
-        if (epoch + 1) % train.eval_every == 0 or epoch + 1 == train.epochs:
+        # Selection (and early stopping) among the final model's epochs only: a stage-1 model
+        # (MMIN's pretrained encoders) is not the method being evaluated.
+        if not stage1 and ((epoch + 1) % train.eval_every == 0 or epoch + 1 == train.epochs):
             scores = score_masks(method, data, val_name, val_masks, train.batch_size, train.device, parallel)
             score = float(np.mean([s["waf"] for s in scores.values()]))
             row["val_waf"] = score
