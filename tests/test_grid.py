@@ -78,5 +78,5 @@ def test_quick_grid_end_to_end_and_report(tmp_path, capsys):
 
 
 def test_report_on_missing_file_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no results file"):
+    with pytest.raises(ValueError, match="no results file"):
         grid_report(read_rows(tmp_path / "nope.json"), tmp_path)

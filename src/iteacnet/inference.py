@@ -43,6 +43,7 @@ from iteacnet.data.extract import (
     manifest_matches,
     read_manifest,
 )
+from iteacnet.errors import UserError
 from iteacnet.models.base import Method, ModelSpec
 from iteacnet.models.mixers import TemporalMLP
 from iteacnet.training.checkpoint import load_weights, read_checkpoint_files
@@ -50,7 +51,7 @@ from iteacnet.training.engine import model_input
 from iteacnet.training.frameworks import build_method
 
 
-class PredictError(ValueError):
+class PredictError(UserError):
     """An utterance or conversation the checkpoint cannot predict; the message says which."""
 
 

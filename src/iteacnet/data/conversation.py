@@ -32,9 +32,10 @@ from typing import Any
 import numpy as np
 
 from iteacnet.config import MODALITIES
+from iteacnet.errors import UserError
 
 
-class ConversationError(ValueError):
+class ConversationError(UserError):
     """A conversation file (or an utterance given to the predictor) is malformed."""
 
 

@@ -31,6 +31,7 @@ from typing import Any, BinaryIO, Protocol
 import numpy as np
 
 from iteacnet.data.safe_pickle import load_label_file
+from iteacnet.errors import UserError
 from iteacnet.files import atomic_write
 
 EXTRACTOR_NAME = "text-minilm-384"
@@ -46,7 +47,7 @@ MANIFEST_FORMAT = 1
 INSTALL_HINT = 'pip install -e ".[extract]"  (from a source checkout)  or  pip install "iteacnet[extract]"'
 
 
-class ExtractUnavailable(RuntimeError):
+class ExtractUnavailable(UserError, RuntimeError):
     """The optional text-extraction dependencies are not installed."""
 
     def __init__(self, missing: str, detail: str = "") -> None:
@@ -59,7 +60,7 @@ class ExtractUnavailable(RuntimeError):
         self.missing = missing
 
 
-class TranscriptError(ValueError):
+class TranscriptError(UserError):
     """A transcript file (JSONL / CSV / label pickle) is malformed."""
 
 

@@ -33,6 +33,7 @@ import numpy as np
 from iteacnet.config import MODALITIES
 from iteacnet.data.corpus import CORPUS_SPECS, Corpus
 from iteacnet.data.safe_pickle import load_label_file
+from iteacnet.errors import UserError
 
 GCNET_CORPORA: tuple[str, ...] = ("iemocap4", "iemocap6", "cmumosi", "cmumosei")
 # Bump when the loader's output for the same inputs changes, so disk caches are rebuilt.
@@ -43,7 +44,7 @@ _SPLIT_NAMES_MOSI = ("train", "valid", "test")
 _SHOW = 5  # how many culprits an error message lists
 
 
-class CorpusError(ValueError):
+class CorpusError(UserError):
     """The corpus on disk is malformed; the message names the file or utterance at fault."""
 
 

@@ -23,12 +23,14 @@ from typing import Any
 
 import numpy as np
 
+from iteacnet.errors import UserError
+
 # Numeric and string kinds only: no "O" (object), "V" (void/structured), "M"/"m" (datetime).
 _SAFE_DTYPE_KINDS = frozenset("biufcSU")
 _MAX_DEPTH = 64
 
 
-class UnsafePickleError(ValueError):
+class UnsafePickleError(UserError):
     """A label pickle asked for something outside the admitted set."""
 
 

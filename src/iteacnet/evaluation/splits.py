@@ -25,6 +25,7 @@ import numpy as np
 
 from iteacnet.config import DataConfig
 from iteacnet.data.corpus import Corpus
+from iteacnet.errors import UserError
 from iteacnet.masking import stable_seed
 
 SELECTIONS: tuple[str, ...] = ("validation", "gcnet-compatible")
@@ -46,23 +47,23 @@ class Split:
 
     def __post_init__(self) -> None:
         if self.selection not in SELECTIONS:
-            raise ValueError(f"unknown selection {self.selection!r}; expected one of {SELECTIONS}")
+            raise UserError(f"unknown selection {self.selection!r}; expected one of {SELECTIONS}")
         parts = {"train": self.train, "valid": self.valid, "test": self.test}
         for part, ids in parts.items():
             if len(ids) == 0:
-                raise ValueError(f"split {self.name!r}: the {part} part is empty")
+                raise UserError(f"split {self.name!r}: the {part} part is empty")
             if len(set(ids)) != len(ids):
-                raise ValueError(f"split {self.name!r}: the {part} part lists a dialogue twice")
+                raise UserError(f"split {self.name!r}: the {part} part lists a dialogue twice")
         pairs = [("train", "valid"), ("train", "test")]
         if self.flagged:
             if set(self.valid) != set(self.test):
-                raise ValueError(f"split {self.name!r}: gcnet-compatible selection needs valid == test")
+                raise UserError(f"split {self.name!r}: gcnet-compatible selection needs valid == test")
         else:
             pairs.append(("valid", "test"))
         for a, b in pairs:
             both = set(parts[a]) & set(parts[b])
             if both:
-                raise ValueError(f"split {self.name!r}: dialogue(s) {sorted(both)[:5]} are in both {a} and {b}")
+                raise UserError(f"split {self.name!r}: dialogue(s) {sorted(both)[:5]} are in both {a} and {b}")
 
     @property
     def flagged(self) -> bool:
@@ -78,7 +79,7 @@ def iemocap_folds() -> range:
 def iemocap_session(dialogue_id: str) -> int:
     """Session number 1..5 of an IEMOCAP dialogue id (its 5th character)."""
     if len(dialogue_id) < 5 or not dialogue_id.startswith("Ses") or dialogue_id[4] not in "12345":
-        raise ValueError(f"{dialogue_id!r} is not an IEMOCAP dialogue id like 'Ses01F_impro01'")
+        raise UserError(f"{dialogue_id!r} is not an IEMOCAP dialogue id like 'Ses01F_impro01'")
     return int(dialogue_id[4])
 
 
@@ -95,9 +96,9 @@ def _carve_validation(
     depends on the set of dialogue ids and the seed only.
     """
     if not 0.0 < fraction < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1) for validation selection, got {fraction}")
+        raise UserError(f"val_fraction must be in (0, 1) for validation selection, got {fraction}")
     if len(train) < 2:
-        raise ValueError(f"cannot hold out validation from {len(train)} training dialogue(s)")
+        raise UserError(f"cannot hold out validation from {len(train)} training dialogue(s)")
     ordered = _sorted_by_id(corpus, train)
     n_val = min(max(1, round(fraction * len(ordered))), len(ordered) - 1)
     perm = np.random.default_rng(seed).permutation(len(ordered))
@@ -124,7 +125,7 @@ def _finish(
         notes.insert(0, GCNET_NOTE)
         return Split(train, test, test, name, "gcnet-compatible", "; ".join(notes))
     if cfg.selection != "validation":
-        raise ValueError(f"unknown selection {cfg.selection!r}; expected one of {SELECTIONS}")
+        raise UserError(f"unknown selection {cfg.selection!r}; expected one of {SELECTIONS}")
     if valid is None:
         seed = stable_seed("validation", *seed_parts, cfg.split_seed)
         train, valid = _carve_validation(corpus, train, cfg.val_fraction, seed)
@@ -134,27 +135,27 @@ def _finish(
 
 def _iemocap_split(corpus: Corpus, cfg: DataConfig) -> Split:
     if cfg.split not in ("loso", "standard"):
-        raise ValueError(f"unknown split {cfg.split!r} for {corpus.name}; expected 'loso' (alias 'standard')")
+        raise UserError(f"unknown split {cfg.split!r} for {corpus.name}; expected 'loso' (alias 'standard')")
     if cfg.fold not in iemocap_folds():
-        raise ValueError(f"IEMOCAP fold must be in 0..{NUM_FOLDS - 1}, got {cfg.fold}")
+        raise UserError(f"IEMOCAP fold must be in 0..{NUM_FOLDS - 1}, got {cfg.fold}")
     session = cfg.fold + 1
     sessions = [iemocap_session(d) for d in corpus.dialogue_ids]
     test = _sorted_by_id(corpus, (i for i, s in enumerate(sessions) if s == session))
     train = _sorted_by_id(corpus, (i for i, s in enumerate(sessions) if s != session))
     if not test:
-        raise ValueError(f"{corpus.name}: no dialogue of session {session} (fold {cfg.fold})")
+        raise UserError(f"{corpus.name}: no dialogue of session {session} (fold {cfg.fold})")
     notes = [f"leave-one-session-out: test = session {session}"]
     return _finish(corpus, cfg, f"loso-fold{cfg.fold}", train, test, None, ("loso", cfg.fold), notes)
 
 
 def _file_split(corpus: Corpus, cfg: DataConfig) -> Split:
     if not corpus.file_split:
-        raise ValueError(f"{corpus.name}: the corpus carries no file split (Corpus.file_split is empty)")
+        raise UserError(f"{corpus.name}: the corpus carries no file split (Corpus.file_split is empty)")
     parts: dict[str, list[int]] = {"train": [], "valid": [], "test": []}
     index = corpus.dialogue_index()
     for did, part in corpus.file_split.items():
         if part not in parts:
-            raise ValueError(f"{corpus.name}: dialogue {did!r} has unknown split part {part!r}")
+            raise UserError(f"{corpus.name}: dialogue {did!r} has unknown split part {part!r}")
         if did in index:
             parts[part].append(index[did])
     unassigned = corpus.num_dialogues - sum(len(p) for p in parts.values())
@@ -168,17 +169,17 @@ def _file_split(corpus: Corpus, cfg: DataConfig) -> Split:
 def _poria_split(corpus: Corpus, cfg: DataConfig, path: Path | None) -> Split:
     if path is None:
         if not cfg.root:
-            raise ValueError("the poria split needs DataConfig.root (or poria_split_path)")
+            raise UserError("the poria split needs DataConfig.root (or poria_split_path)")
         path = Path(cfg.root) / "poria_split.json"
     if not path.is_file():
         raise FileNotFoundError(f"no Poria split file at {path}")
     data = json.loads(path.read_text())
     if not isinstance(data, dict) or not {"train", "test"} <= set(data):
-        raise ValueError(f"{path}: expected a JSON object with 'train' and 'test' video lists")
+        raise UserError(f"{path}: expected a JSON object with 'train' and 'test' video lists")
     index = corpus.dialogue_index()
     both = set(data["train"]) & set(data["test"])
     if both:
-        raise ValueError(f"{path}: video(s) {sorted(both)[:5]} are in both train and test")
+        raise UserError(f"{path}: video(s) {sorted(both)[:5]} are in both train and test")
     train = _sorted_by_id(corpus, (index[v] for v in data["train"] if v in index))
     test = _sorted_by_id(corpus, (index[v] for v in data["test"] if v in index))
     notes = [f"Poria et al. train/test videos from {path.name}"]
@@ -201,4 +202,4 @@ def make_split(corpus: Corpus, cfg: DataConfig, poria_split_path: Path | None = 
         return _file_split(corpus, cfg)
     if cfg.split == "poria":
         return _poria_split(corpus, cfg, poria_split_path)
-    raise ValueError(f"unknown split {cfg.split!r} for {corpus.name}; expected 'standard' or 'poria'")
+    raise UserError(f"unknown split {cfg.split!r} for {corpus.name}; expected 'standard' or 'poria'")

@@ -45,6 +45,7 @@ import torch.distributed as dist
 from torch import nn
 
 from iteacnet.config import ExperimentConfig, replace
+from iteacnet.errors import UserError
 
 TORCHRUN_HINT = "run it under torchrun, e.g. torchrun --nproc_per_node=2 -m iteacnet.training.distributed --preset quick"
 
@@ -155,7 +156,7 @@ def train_distributed(cfg: ExperimentConfig, out: Path, protocol: str, seeds: li
 
 
 def main(argv: list[str] | None = None) -> int:
-    from iteacnet.cli import _seeds, load_config
+    from iteacnet.presets import load_config, parse_seeds
 
     p = argparse.ArgumentParser(prog="python -m iteacnet.training.distributed",
                                 description=f"Data-parallel `iteacnet train`; {TORCHRUN_HINT}")
@@ -169,9 +170,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not under_torchrun():
         raise SystemExit(f"iteacnet: {TORCHRUN_HINT}")
-    cfg = load_config(args.preset, args.config, args.set)
+    try:
+        cfg = load_config(args.preset, args.config, args.set)
+        seeds = parse_seeds(args.seeds) if args.seeds else [cfg.train.seed]
+    except UserError as e:
+        raise SystemExit(f"iteacnet: {e}") from None
     out = Path(args.out or f"runs/{cfg.name}-ddp")
-    train_distributed(cfg, out, args.protocol or cfg.train.protocol, _seeds(args.seeds) if args.seeds else [cfg.train.seed])
+    train_distributed(cfg, out, args.protocol or cfg.train.protocol, seeds)
     return 0
 
 
