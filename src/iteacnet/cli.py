@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from iteacnet.config import (
+    RERUN_FREE_FIELDS,
     DataConfig,
     ExperimentConfig,
     ModelConfig,
@@ -227,16 +228,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from iteacnet.data.loading import load_corpus
     from iteacnet.evaluation.protocols import result_rows, score_test
     from iteacnet.evaluation.reports import write_report
-    from iteacnet.training.checkpoint import load_weights, read_checkpoint_files
+    from iteacnet.training.checkpoint import load_checkpoint_weights, read_checkpoint_files
     from iteacnet.training.engine import prepare
     from iteacnet.training.frameworks import build_method
 
     ckpt = Path(args.checkpoint)
-    cfg, _meta = read_checkpoint_files(ckpt)
+    cfg, meta = read_checkpoint_files(ckpt)
     cfg = apply_overrides(cfg, args.set)
     data = prepare(load_corpus(cfg.data), cfg)
     method = build_method(data.spec, cfg.model)
-    load_weights(method, ckpt / "model.safetensors")
+    load_checkpoint_weights(method, ckpt, meta)
     rates = tuple(float(r) for r in args.rates.split(",")) if args.rates else cfg.eval.rates
     rows = result_rows(cfg, "ume", score_test(method, data, cfg, rates), {"checkpoint": str(ckpt)})
     md = write_report(rows, Path(args.out or ckpt / "evaluation"), title=f"{cfg.name}: evaluation of {ckpt}")
@@ -293,10 +294,6 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
-# Fields that change nothing a cell computes: a rerun may differ in them.
-RERUN_FREE = ("name", "train.progress", "train.device", "train.num_workers", "data.cache_dir")
-
-
 def _same_base_or_restart(out: Path, store: Any, cfg: ExperimentConfig, restart: bool) -> None:
     """A rerun on an `--out` whose grid.json records another base config would mix two
     experiments in one results file: refuse, naming the fields, unless `--restart` (which
@@ -314,7 +311,7 @@ def _same_base_or_restart(out: Path, store: Any, cfg: ExperimentConfig, restart:
         old = json.loads(old_file.read_text())["base"]
     except (json.JSONDecodeError, KeyError, TypeError):
         return  # an unreadable grid.json records nothing to compare with; it is rewritten
-    diff = config_differences(old, cfg.to_dict(), RERUN_FREE)
+    diff = config_differences(old, cfg.to_dict(), RERUN_FREE_FIELDS)
     if diff:
         raise ResultsError(f"{out} holds results of another configuration ({'; '.join(diff[:6])}"
                            f"{'; ...' if len(diff) > 6 else ''}); give another --out, or --restart to start over")

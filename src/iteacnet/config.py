@@ -445,6 +445,10 @@ def parse_override(cfg: ExperimentConfig, text: str) -> ExperimentConfig:
         raise ConfigError(f"--set {text!r}: {e}") from None
 
 
+# Fields that change nothing a run computes: a resumed run or a rerun grid may differ in them.
+RERUN_FREE_FIELDS: tuple[str, ...] = ("name", "train.progress", "train.device", "train.num_workers", "data.cache_dir")
+
+
 def config_differences(old: dict[str, Any], new: dict[str, Any], ignore: tuple[str, ...] = (), prefix: str = "") -> list[str]:
     """Dotted names of the fields where two config dicts differ ('train.lr: 0.001 -> 0.01'),
     leaving out the `ignore`d names (fields that do not change what is computed)."""

@@ -33,6 +33,7 @@ import numpy as np
 
 from iteacnet.config import MODALITIES
 from iteacnet.errors import UserError
+from iteacnet.files import check_npy_size
 
 
 class ConversationError(UserError):
@@ -63,10 +64,11 @@ def as_feature_vector(value: Any, where: str) -> np.ndarray:
 
 def _load_npy(path: Path, where: str) -> np.ndarray:
     try:
+        check_npy_size(path)
         x = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise ConversationError(f"{where}: feature file not found: {path}") from None
-    except (ValueError, OSError, EOFError) as e:
+    except (ValueError, OSError, EOFError, MemoryError) as e:
         raise ConversationError(f"{where}: unreadable feature file {path} ({e})") from None
     if not isinstance(x, np.ndarray):  # an .npz archive opens as a lazy NpzFile
         x.close()

@@ -172,7 +172,7 @@ def _poria_split(corpus: Corpus, cfg: DataConfig, path: Path | None) -> Split:
             raise UserError("the poria split needs DataConfig.root (or poria_split_path)")
         path = Path(cfg.root) / "poria_split.json"
     if not path.is_file():
-        raise FileNotFoundError(f"no Poria split file at {path}")
+        raise UserError(f"no Poria split file at {path}")
     data = json.loads(path.read_text())
     if not isinstance(data, dict) or not {"train", "test"} <= set(data):
         raise UserError(f"{path}: expected a JSON object with 'train' and 'test' video lists")

@@ -109,7 +109,7 @@ def init_from_env(device: str = "cpu") -> tuple[TorchDistributed, str]:
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise RuntimeError(f"train.device is {device!r} but CUDA is not available on rank {rank}")
+            raise UserError(f"train.device is {device!r} but CUDA is not available on rank {rank}")
         local = int(os.environ.get("LOCAL_RANK", "0"))
         device = f"cuda:{local}"
         torch.cuda.set_device(local)
