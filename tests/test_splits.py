@@ -171,7 +171,7 @@ def test_poria_split_hand_built(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text(json.dumps({"train": ids[:10], "test": ids[9:]}))
     with pytest.raises(ValueError, match="both train and test"):
         make_split(corpus, DataConfig(corpus="cmumosi", split="poria"), tmp_path / "bad.json")
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ValueError, match="no Poria split file"):
         make_split(corpus, DataConfig(corpus="cmumosi", split="poria", root=str(tmp_path / "nowhere")))
 
 

@@ -160,7 +160,7 @@ class DataConfig:
     # "validation": select on the validation split (honest); "gcnet-compatible": select on
     # test as GCNet's code does; flagged in every output it touches.
     selection: Literal["validation", "gcnet-compatible"] = "validation"
-    cache_dir: str = ""  # empty: <root>/.iteacnet-cache ; synthetic is never cached
+    cache_dir: str = ""  # empty: $XDG_CACHE_HOME/iteacnet (~/.cache/iteacnet); synthetic is never cached
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
     SECTION: ClassVar[str] = "data"

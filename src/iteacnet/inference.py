@@ -50,7 +50,6 @@ from iteacnet.training.checkpoint import load_checkpoint_weights, read_checkpoin
 from iteacnet.training.engine import model_input
 from iteacnet.training.frameworks import build_method
 
-
 # The longest conversation predicted in one piece (see Predictor._check_length).
 MAX_UTTERANCES = 2048
 
