@@ -12,8 +12,8 @@ import pytest
 
 from iteacnet.config import DataConfig, SyntheticConfig
 from iteacnet.data.corpus import Corpus
+from iteacnet.data.splits import GCNET_NOTE, Split, iemocap_folds, iemocap_session, make_split
 from iteacnet.data.synthetic import make_synthetic_corpus
-from iteacnet.evaluation.splits import GCNET_NOTE, Split, iemocap_folds, iemocap_session, make_split
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -113,7 +113,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_data(args: argparse.Namespace) -> int:
     from iteacnet.data.inspect import format_inspect, inspect_corpus
     from iteacnet.data.loading import build_cache, load_corpus
-    from iteacnet.evaluation.splits import make_split
+    from iteacnet.data.splits import make_split
 
     cfg = load_config(args.preset, args.config, args.set)
     cfg = replace(cfg, **_data_overrides(args))

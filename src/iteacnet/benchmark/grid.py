@@ -270,6 +270,7 @@ def run_grid(
 
     from iteacnet.benchmark.executors import EXECUTORS
 
+    store.repair()  # a torn last line must not swallow the next record
     done = store.done()
     todo = [c for c in cells if c.id not in done]
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc="grid", unit="cell",

@@ -160,6 +160,8 @@ def read_conversation_jsonl(path: str | Path) -> list[dict[str, Any]]:
             raise ConversationError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
         except ValueError as e:  # NaN / Infinity literals
             raise ConversationError(f"{where}: {e}") from None
+        except RecursionError:
+            raise ConversationError(f"{where}: JSON nested too deeply (an utterance is one flat object)") from None
         utt = parse_utterance(obj, where, path.parent)
         if utt["id"] in first:
             raise ConversationError(f"{where}: duplicate id {utt['id']!r} (first at {first[utt['id']]})")

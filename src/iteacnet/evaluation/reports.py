@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from iteacnet.errors import UserError
-from iteacnet.evaluation.metrics import format_mean_std
+from iteacnet.metrics import format_mean_std
 
 GROUP_KEYS = ("corpus", "method", "framework", "teacher", "student", "ecce", "protocol", "selection", "variant_label",
               "recipe", "regime")

@@ -21,10 +21,10 @@ from tqdm.auto import tqdm
 from iteacnet.config import ExperimentConfig, TrainConfig
 from iteacnet.data.batching import Batch, iterate_batches, iterate_utterance_batches
 from iteacnet.data.corpus import Corpus
+from iteacnet.data.splits import Split, make_split
 from iteacnet.errors import UserError
-from iteacnet.evaluation.metrics import compute_metrics
-from iteacnet.evaluation.splits import Split, make_split
 from iteacnet.masking import achieved_rate, fixed_mask, sample_mask, stable_seed
+from iteacnet.metrics import compute_metrics
 from iteacnet.models.base import BatchTotals, Method, ModelInput, ModelSpec
 from iteacnet.training.checkpoint import (
     check_resume_config,
