@@ -572,6 +572,24 @@ def test_wheel_carries_the_presets(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     for p in ("quick", "cmumosi", "iemocap4", "iemocap6", "paper-mosi", "paper-iemocap"):
         assert f"iteacnet/presets/{p}.json" in names, p
+    # installed (without its dependencies, which this interpreter has) and run from another folder
+    target = tmp_path / "site"
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    listed = subprocess.run([sys.executable, "-m", "iteacnet.cli", "list"], cwd=elsewhere, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    assert "presets:    cmumosi, iemocap4, iemocap6, paper-iemocap, paper-mosi, quick" in listed.stdout
+    override = 'data.root="/data/MOSI"'
+    script = f"import iteacnet.presets as p; print(p.load_config('cmumosi', None, [{override!r}]).data.root, p.__file__)"
+    where = subprocess.run([sys.executable, "-c", script], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120)
+    assert where.returncode == 0, where.stderr
+    root, file = where.stdout.split()
+    assert root == "/data/MOSI" and file.startswith(str(target))  # the wheel's copy, not the source tree
 
 
 # --------------------------------------------------------------------------- dependencies point one way
@@ -646,8 +664,10 @@ if __name__ == "__main__":  # python tests/test_hardening.py > table (docs/BAD-I
         fit(cfg, prepare(load_corpus(cfg.data), cfg), tmp / "ckpt")
         cfg.to_json(tmp / "cfg.json")
         r = Run(cfg, tmp / "ckpt", tmp / "cfg.json")
+        overrides = [Case(f"`--set {o[:40]}{'…' if len(o) > 40 else ''}`", lambda r, t, o=o: ["train", "--set", o], m)  # type: ignore[misc]
+                     for o, m in BAD_OVERRIDES]
         print("| input | exit | message (stderr) |\n|---|---|---|")
-        for i, case in enumerate(CLI_CASES):
+        for i, case in enumerate(CLI_CASES + overrides):
             t = tmp / f"case{i}"
             t.mkdir()
             code, err = run_case(case, r, t)
