@@ -7,7 +7,6 @@ Defaults follow METHOD.md §8; every choice the spec leaves open is a field here
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
 import re
@@ -57,9 +56,14 @@ def non_empty(v: Any) -> str | None:
     return None if len(v) else "a non-empty list"
 
 
-@functools.cache
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: Any) -> dict[str, Any]:
+    """A class's resolved annotations (cached: every config construction needs them)."""
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
 
 
 def _type_problem(tp: Any, v: Any) -> str | None:

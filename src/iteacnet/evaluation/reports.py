@@ -75,7 +75,7 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
         return [{k: _parse(v) for k, v in r.items()} for r in csv.DictReader(io.StringIO(text))]
     if suffix == ".jsonl":  # the grid's cells.jsonl holds {"cell", "rows": [...]}; torn lines skipped
         out: list[dict[str, Any]] = []
-        seen: set[str] = set()
+        seen: set[Any] = set()
         for rec in jsonl_records(text):
             if isinstance(rec, dict) and "rows" in rec:
                 if rec.get("cell") in seen:  # a cell recorded twice (two runs on one --out) counts once
