@@ -443,7 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help, description=help)
         sp.set_defaults(fn=fn)
         if config:
-            sp.add_argument("--preset", help="named preset in configs/ (see `iteacnet list`)")
+            sp.add_argument("--preset", help="named preset (packaged, or ./configs/NAME.json; see `iteacnet list`)")
             sp.add_argument("--config", help="an ExperimentConfig JSON file (e.g. a run's config.json)")
         sp.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override one config field, value as JSON (repeatable)")

@@ -197,7 +197,7 @@ class ECCEConfig:
 
     def __post_init__(self) -> None:
         odd = lambda v: None if v >= 1 and v % 2 == 1 else "an odd integer >= 1"  # noqa: E731
-        check_fields(self, {"kernel": odd, "max_span": at_least(1, True)})
+        check_fields(self, {"kernel": odd, "max_span": at_least(1, True), "local_dropout": unit_interval()})
 
 
 @dataclass(frozen=True)
@@ -296,6 +296,8 @@ class TrainConfig:
             "weight_decay": at_least(0), "grad_clip": at_least(0), "rate": unit_interval(),
             "ume_max_rate": unit_interval(), "eval_every": at_least(1, True), "num_workers": at_least(0, True),
             "device": lambda v: None if device.fullmatch(v) else "cpu, cuda, cuda:N or mps",
+            "rate_values": lambda v: non_empty(v) or each(unit_interval())(v), "betas": each(unit_interval()),
+            "lr_constant_epochs": at_least(0, True), "patience": at_least(0, True),
         })
 
 

@@ -156,11 +156,12 @@ def train_distributed(cfg: ExperimentConfig, out: Path, protocol: str, seeds: li
 
 
 def main(argv: list[str] | None = None) -> int:
-    from iteacnet.presets import load_config, parse_seeds
+    from iteacnet.presets import apply_overrides, load_config, parse_seeds
+    from iteacnet.training.recipes import resolve_recipe
 
     p = argparse.ArgumentParser(prog="python -m iteacnet.training.distributed",
                                 description=f"Data-parallel `iteacnet train`; {TORCHRUN_HINT}")
-    p.add_argument("--preset", help="named preset in configs/ (see `iteacnet list`)")
+    p.add_argument("--preset", help="named preset (packaged, or ./configs/NAME.json; see `iteacnet list`)")
     p.add_argument("--config", help="an ExperimentConfig JSON file")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override one config field, value as JSON (repeatable)")
@@ -171,9 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     if not under_torchrun():
         raise SystemExit(f"iteacnet: {TORCHRUN_HINT}")
     try:
-        cfg = load_config(args.preset, args.config, args.set)
+        cfg = resolve_recipe(load_config(args.preset, args.config, args.set), lambda c: apply_overrides(c, args.set))
         seeds = parse_seeds(args.seeds) if args.seeds else [cfg.train.seed]
-    except UserError as e:
+    except (UserError, ValueError) as e:  # ValueError: a recipe the method lacks
         raise SystemExit(f"iteacnet: {e}") from None
     out = Path(args.out or f"runs/{cfg.name}-ddp")
     train_distributed(cfg, out, args.protocol or cfg.train.protocol, seeds)
