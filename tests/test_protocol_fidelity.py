@@ -13,7 +13,14 @@ import torch
 from conftest import lengths_to_valid, tiny_config
 from iteacnet.benchmark.grid import GridSpec, expand
 from iteacnet.benchmark.variants import VARIANTS, variants_for_table
-from iteacnet.config import ECCEConfig, ExperimentConfig, ModelConfig, TrainConfig, parse_override, replace
+from iteacnet.config import (
+    ECCEConfig,
+    ExperimentConfig,
+    ModelConfig,
+    TrainConfig,
+    parse_override,
+    replace,
+)
 from iteacnet.data.batching import iterate_utterance_batches
 from iteacnet.data.loading import load_corpus
 from iteacnet.evaluation.protocols import train_and_score
