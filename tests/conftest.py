@@ -37,9 +37,11 @@ def _private_cache(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
 
 
 @pytest.fixture(autouse=True)
-def _few_threads() -> None:
-    # Tiny models run fastest on one thread, and CI has two cores.
+def _few_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Tiny models run fastest on one thread, and CI has two cores; the CLI's default
+    # (`--threads` absent) follows OMP_NUM_THREADS.
     torch.set_num_threads(1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
 
 def lengths_to_valid(lengths: list[int], T: int) -> torch.Tensor:

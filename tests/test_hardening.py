@@ -551,6 +551,22 @@ def test_internal_errors_exit_1_in_one_line(monkeypatch: pytest.MonkeyPatch, cap
     assert err.count("\n") == 1 and "internal error (RuntimeError: a bug over two lines)" in err and "--debug" in err
 
 
+def test_thread_count_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    from iteacnet.cli import available_cores, set_threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")  # torchrun's per-rank setting is kept
+        assert set_threads(argparse.Namespace(threads=None, command="train")) == 1 == torch.get_num_threads()
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        assert set_threads(argparse.Namespace(threads=None, command="benchmark")) == available_cores()
+        assert torch.get_num_threads() == 1  # the benchmark leaves them to its workers
+    finally:
+        torch.set_num_threads(before)
+
+
 # --------------------------------------------------------------------------- presets travel
 def test_presets_are_found_from_any_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)

@@ -531,9 +531,11 @@ def available_cores() -> int:
 
 
 def set_threads(args: argparse.Namespace) -> int:
-    """torch's intra-op threads for this command: `--threads`, else every available core.
-    The benchmark divides them among its workers (benchmark.executors)."""
-    n = args.threads if args.threads is not None else available_cores()
+    """torch's intra-op threads for this command: `--threads`, else $OMP_NUM_THREADS if set
+    (torchrun sets 1 per rank), else every available core. The benchmark divides them among
+    its workers (benchmark.executors)."""
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    n = args.threads if args.threads is not None else int(env) if env.isdigit() and int(env) > 0 else available_cores()
     if n < 1:
         raise UserError(f"--threads must be >= 1, got {n}")
     if args.command != "benchmark":
