@@ -420,11 +420,14 @@ def test_crash_between_state_and_manifest_resumes_exactly(tmp_path: Path) -> Non
     assert info["state_file"] == "state-1.safetensors" and info["epoch"] == 1
     # killed after writing epoch 2's state but before its manifest, and mid-write of a temporary
     shutil.copy(last / "state-1.safetensors", last / "state-2.safetensors")
-    stale = last / f".state-3.safetensors.{dead_pid()}.tmp"
-    stale.write_bytes(b"half")
+    pid = dead_pid()
+    (last / f".state-3.safetensors.{pid}.tmp").write_bytes(b"half")
+    (tmp_path / "b" / f".model.safetensors.{pid}.tmp").write_bytes(b"half")  # the final checkpoint's
+    (tmp_path / "b" / f".model.safetensors.{os.getppid()}.tmp").write_bytes(b"another live writer")
     resumed = fit(cfg, data, tmp_path / "b")
     assert resumed.history == full.history  # resumed from epoch 1's manifest, not one off
     assert sorted(p.name for p in last.iterdir()) == ["info.json", "state-3.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "b").glob(".*.tmp")) == [f".model.safetensors.{os.getppid()}.tmp"]
 
 
 def test_damaged_training_state_is_a_clear_error(tmp_path: Path) -> None:

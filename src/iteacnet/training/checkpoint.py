@@ -260,8 +260,10 @@ def check_resume_config(folder: Path, cfg: ExperimentConfig) -> None:
 def load_training_state(
     folder: Path, module: nn.Module, opt: torch.optim.Optimizer, generator: torch.Generator
 ) -> tuple[dict[str, torch.Tensor] | None, dict[str, Any]] | None:
-    """Restore a state written by `save_training_state`; None if there is none."""
+    """Restore a state written by `save_training_state`; None if there is none. Leftovers of
+    a killed writer, here and in the checkpoint folder above, go first."""
     clean_stale(folder)
+    clean_stale(folder.parent)
     if not (folder / "info.json").is_file():
         return None
     info = _read_json(folder / "info.json")
