@@ -32,7 +32,7 @@ from iteacnet.data.conversation import ConversationError, read_conversation_json
 from iteacnet.data.gcnet import CorpusError, load_gcnet_corpus
 from iteacnet.data.loading import load_corpus
 from iteacnet.data.safe_pickle import safe_load
-from iteacnet.errors import CheckpointError, ConfigError, ResultsError, UserError
+from iteacnet.errors import CheckpointError, ConfigError, IncompleteResults, ResultsError, UserError
 from iteacnet.evaluation.reports import read_rows
 from iteacnet.inference import MAX_UTTERANCES, PredictError, Predictor
 from iteacnet.presets import apply_overrides, list_presets, load_config
@@ -364,7 +364,7 @@ def test_grid_table_is_checked_against_the_grid(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setattr(executors, "run_cell", lambda cell: [{"cell": cell.id}])
     store = ResultStore(tmp_path / "cells.jsonl")
     monkeypatch.setattr(store, "add", lambda cell, rows: None)  # a write that got lost
-    with pytest.raises(RuntimeError, match="2 of 2 cells have no record"):
+    with pytest.raises(IncompleteResults, match="2 of 2 cells have no record"):
         run_grid([_cell(0), _cell(1)], store, progress=False)
 
 

@@ -32,7 +32,7 @@ from iteacnet.config import (
     config_differences,
     replace,
 )
-from iteacnet.errors import ConfigError, ResultsError, UserError
+from iteacnet.errors import ConfigError, IncompleteResults, ResultsError, UserError
 from iteacnet.presets import (  # noqa: F401  (find_preset: one of the CLI's public names)
     apply_overrides,
     find_preset,
@@ -558,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; finished work is on disk and a rerun resumes it", file=sys.stderr)
         return 130
-    except (UserError, OSError) as e:
+    except (UserError, OSError, IncompleteResults) as e:
         # OSError: a file the user named is missing or unreadable, a disk is full; the
         # message carries the file name.
         if debug:

@@ -22,3 +22,8 @@ class CheckpointError(UserError):
 
 class ResultsError(UserError):
     """A results file that cannot be used as asked (locked by another run, a changed grid)."""
+
+
+class IncompleteResults(RuntimeError):
+    """A run ended without every result it should have (a lost write, a full disk): not the
+    user's doing and not a bug; a rerun completes it. Exit status 1, the message alone."""

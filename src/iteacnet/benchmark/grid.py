@@ -26,7 +26,7 @@ from iteacnet.config import (
     merge_dicts,
     replace,
 )
-from iteacnet.errors import ResultsError
+from iteacnet.errors import IncompleteResults, ResultsError
 
 IEMOCAP = ("iemocap4", "iemocap6")
 
@@ -289,6 +289,6 @@ def run_grid(
     done = store.done()
     missing = [c for c in cells if c.id not in done]
     if missing:  # the table must cover the grid: never report a partial grid as finished
-        raise RuntimeError(f"{len(missing)} of {len(cells)} cells have no record in {store.path} "
+        raise IncompleteResults(f"{len(missing)} of {len(cells)} cells have no record in {store.path} "
                            f"(first: {missing[0].describe()}); rerun to run them")
     return [r for c in cells for r in done[c.id]]
