@@ -319,6 +319,10 @@ def test_benchmark_refuses_another_base_config(tmp_path: Path) -> None:
     store = ResultStore(tmp_path / "cells.jsonl")
     store.path.write_text('{"cell": "a", "rows": []}\n')
     _same_base_or_restart(tmp_path, store, replace(cfg, **{"train.progress": True}), restart=False)
+    older = cfg.to_dict()
+    del older["train"]["patience"]  # written before the field existed: it counts at its default
+    (tmp_path / "grid.json").write_text(json.dumps({"base": older}))
+    _same_base_or_restart(tmp_path, store, cfg, restart=False)
     with pytest.raises(ResultsError, match=r"train\.epochs: 2 -> 5.*--restart"):
         _same_base_or_restart(tmp_path, store, replace(cfg, **{"train.epochs": 5}), restart=False)
     _same_base_or_restart(tmp_path, store, replace(cfg, **{"train.epochs": 5}), restart=True)

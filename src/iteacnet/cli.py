@@ -30,6 +30,7 @@ from iteacnet.config import (
     SyntheticConfig,
     TrainConfig,
     config_differences,
+    merge_dicts,
     replace,
 )
 from iteacnet.errors import ConfigError, IncompleteResults, ResultsError, UserError
@@ -311,7 +312,8 @@ def _same_base_or_restart(out: Path, store: Any, cfg: ExperimentConfig, restart:
         old = json.loads(old_file.read_text())["base"]
     except (json.JSONDecodeError, KeyError, TypeError):
         return  # an unreadable grid.json records nothing to compare with; it is rewritten
-    diff = config_differences(old, cfg.to_dict(), RERUN_FREE_FIELDS)
+    # A field added to the config since grid.json was written counts at its default.
+    diff = config_differences(merge_dicts(ExperimentConfig().to_dict(), old), cfg.to_dict(), RERUN_FREE_FIELDS)
     if diff:
         raise ResultsError(f"{out} holds results of another configuration ({'; '.join(diff[:6])}"
                            f"{'; ...' if len(diff) > 6 else ''}); give another --out, or --restart to start over")

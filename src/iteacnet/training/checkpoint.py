@@ -28,7 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from iteacnet.config import RERUN_FREE_FIELDS, ExperimentConfig, config_differences
+from iteacnet.config import RERUN_FREE_FIELDS, ExperimentConfig, config_differences, merge_dicts
 from iteacnet.errors import CheckpointError, ConfigError
 from iteacnet.files import atomic_write, atomic_write_text
 
@@ -248,7 +248,8 @@ def check_resume_config(folder: Path, cfg: ExperimentConfig) -> None:
     saved = _read_json(info_path).get("config")
     if not isinstance(saved, dict):
         return  # a state from before configs were recorded
-    diff = config_differences(saved, cfg.to_dict(), RERUN_FREE_FIELDS)
+    # A field added to the config since the state was saved counts at its default.
+    diff = config_differences(merge_dicts(ExperimentConfig().to_dict(), saved), cfg.to_dict(), RERUN_FREE_FIELDS)
     if diff:
         raise CheckpointError(
             f"{folder} holds a training state of another configuration ({'; '.join(diff[:6])}"
