@@ -30,9 +30,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from iteacnet.cli import load_config
 from iteacnet.config import replace
 from iteacnet.evaluation.reports import read_rows
+from iteacnet.presets import load_config
 
 DROPOUTS = ("model.dropout", "model.input_dropout", "model.attn_dropout")
 

@@ -52,7 +52,7 @@ from iteacnet.config import ModelConfig, TrainConfig
 from iteacnet.data.batching import Batch, bucketed_batches, collate
 from iteacnet.data.corpus import CORPUS_SPECS, Corpus
 from iteacnet.data.safe_pickle import load_label_file
-from iteacnet.evaluation.splits import Split, iemocap_session
+from iteacnet.data.splits import Split, iemocap_session
 from iteacnet.masking import sample_mask
 from iteacnet.models.base import ModelSpec
 from iteacnet.models.ecce import ECCE, span_means

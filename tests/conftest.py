@@ -23,10 +23,25 @@ def tiny_config(**train: object) -> ExperimentConfig:
     )
 
 
+@pytest.fixture(scope="session")
+def _session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("xdg-cache")
+
+
 @pytest.fixture(autouse=True)
-def _few_threads() -> None:
-    # Tiny models run fastest on one thread, and CI has two cores.
+def _private_cache(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, _session_cache: Path) -> None:
+    # Corpus caches of tests go to a session folder, not the user's ~/.cache; tests on the
+    # real data keep the user's cache (building it takes a while).
+    if request.node.get_closest_marker("realdata") is None:
+        monkeypatch.setenv("XDG_CACHE_HOME", str(_session_cache))
+
+
+@pytest.fixture(autouse=True)
+def _few_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Tiny models run fastest on one thread, and CI has two cores; the CLI's default
+    # (`--threads` absent) follows OMP_NUM_THREADS.
     torch.set_num_threads(1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
 
 def lengths_to_valid(lengths: list[int], T: int) -> torch.Tensor:

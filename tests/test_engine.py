@@ -62,7 +62,7 @@ def test_checkpoint_reload_predicts_identically(data, tmp_path):
 
 
 def test_not_a_checkpoint_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not an iteacnet checkpoint"):
+    with pytest.raises(ValueError, match="not an iteacnet checkpoint"):
         read_checkpoint_files(tmp_path)
 
 

@@ -58,7 +58,7 @@ def test_grid_resumes_and_skips_finished_cells(tmp_path):
 def test_quick_grid_end_to_end_and_report(tmp_path, capsys):
     """The `quick` preset, shrunk further, through the CLI: every table is produced."""
     out = tmp_path / "bench"
-    code = main(["benchmark", "--quick", "--out", str(out), "--seeds", "0",
+    code = main(["benchmark", "--quick", "--out", str(out), "--seeds", "0", "--threads", "1",
                  "--set", "train.epochs=1", "--set", "eval.rates=[0.0, 0.7]",
                  "--set", "data.synthetic.num_dialogues=12"])
     assert code == 0
@@ -70,6 +70,7 @@ def test_quick_grid_end_to_end_and_report(tmp_path, capsys):
     assert "synthetic" in md and (out / "table4_waf.png").stat().st_size > 0
     rows = read_rows(out / "cells.jsonl")
     assert rows and all("variant" in r and "cell" in r for r in rows)
+    assert {r["threads"] for r in rows} == {1}  # --threads 1 over 1 worker
     # `report` rebuilds the same tables without training
     rebuilt = tmp_path / "rebuilt"
     assert main(["report", str(out / "cells.jsonl"), "--out", str(rebuilt)]) == 0
@@ -78,5 +79,5 @@ def test_quick_grid_end_to_end_and_report(tmp_path, capsys):
 
 
 def test_report_on_missing_file_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no results file"):
+    with pytest.raises(ValueError, match="no results file"):
         grid_report(read_rows(tmp_path / "nope.json"), tmp_path)

@@ -121,10 +121,12 @@ def test_explicit_missing_folder_is_an_error(mosi: Layout) -> None:
 # --------------------------------------------------------------------------- cache
 
 
-def test_cache_miss_then_hit(mosi: Layout, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cache_miss_then_hit(mosi: Layout, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     cfg = cfg_for(mosi)
     first = load_corpus(cfg)
-    cached = list((mosi.root / CACHE_DIRNAME).glob("cmumosi-*"))
+    cached = list((tmp_path / "xdg" / "iteacnet").glob("cmumosi-*"))
+    assert not (mosi.root / CACHE_DIRNAME).exists()  # nothing written into the data folder
     assert sorted(p.suffix for p in cached) == [".json", ".npz"]
     assert_same(first, load_gcnet_corpus("cmumosi", mosi.root, mosi.folders))
     no_source_loading(monkeypatch)
@@ -209,17 +211,7 @@ def test_cache_dir_setting_is_used(mosi: Layout, tmp_path: Path) -> None:
     assert not (mosi.root / CACHE_DIRNAME).exists()
 
 
-def test_unwritable_root_falls_back_to_user_cache(
-    mosi: Layout, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    real = loading._writable
-    monkeypatch.setattr(loading, "_writable", lambda d: not str(d).startswith(str(mosi.root)) and real(d))
-    path = build_cache(cfg_for(mosi))
-    assert path.parent == tmp_path / "xdg" / "iteacnet"
-
-
-def test_write_protected_root_falls_back_even_for_root_user(
+def test_read_only_data_folder_is_never_written(
     mosi: Layout, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
@@ -231,6 +223,13 @@ def test_write_protected_root_falls_back_even_for_root_user(
         mosi.root.chmod(mode)
     assert path.parent == tmp_path / "xdg" / "iteacnet"
     assert not (mosi.root / CACHE_DIRNAME).exists()
+
+
+def test_unwritable_cache_folder_is_a_clear_error(mosi: Layout, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(CorpusError, match="data.cache_dir .* is not writable"):
+        build_cache(cfg_for(mosi, cache_dir=str(blocker / "sub")))
 
 
 def test_missing_files_survive_the_cache(mosi: Layout) -> None:

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
-from iteacnet.evaluation.metrics import (
+from iteacnet.metrics import (
     aggregate,
     classification_metrics,
     compute_metrics,

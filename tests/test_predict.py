@@ -221,7 +221,7 @@ BAD_LINES = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_LINES))
-def test_cli_errors_name_the_line_and_write_nothing(trained: Trained, tmp_path: Path, case: str) -> None:
+def test_cli_errors_name_the_line_and_write_nothing(trained: Trained, tmp_path: Path, case: str, capsys: pytest.CaptureFixture[str]) -> None:
     bad, match = BAD_LINES[case]
     good = [
         '{"id": "u0", "speaker": "A", "features": {"audio": [0, 0, 0, 0, 0, 0]}}',
@@ -232,9 +232,8 @@ def test_cli_errors_name_the_line_and_write_nothing(trained: Trained, tmp_path: 
     out = tmp_path / "out" / "p.json"
     out.parent.mkdir()
     out.write_text("previous")
-    with pytest.raises(SystemExit) as exc:
-        main(["predict", "--checkpoint", str(trained.folder), "--input", str(src), "--output", str(out)])
-    msg = str(exc.value)
+    assert main(["predict", "--checkpoint", str(trained.folder), "--input", str(src), "--output", str(out)]) == 2
+    msg = capsys.readouterr().err
     assert f"{src}:4" in msg and re.search(match, msg), msg
     assert out.read_text() == "previous" and sorted(p.name for p in out.parent.iterdir()) == ["p.json"]
 
@@ -283,9 +282,9 @@ def test_missing_extract_extra_is_a_clear_error(trained: Trained, monkeypatch: p
         p.predict_conversation([{"id": "u", "speaker": "A", "text": "hello"}])
 
 
-def test_extract_cli_needs_one_source(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match="exactly one of --label-file or --transcripts"):
-        main(["extract", "text", "--out", str(tmp_path / "f")])
+def test_extract_cli_needs_one_source(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["extract", "text", "--out", str(tmp_path / "f")]) == 2
+    assert "exactly one of --label-file or --transcripts" in capsys.readouterr().err
 
 
 def test_regression_single_speaker_checkpoint(tmp_path: Path) -> None:

@@ -12,8 +12,8 @@ import pytest
 
 from iteacnet.config import DataConfig, SyntheticConfig
 from iteacnet.data.corpus import Corpus
+from iteacnet.data.splits import GCNET_NOTE, Split, iemocap_folds, iemocap_session, make_split
 from iteacnet.data.synthetic import make_synthetic_corpus
-from iteacnet.evaluation.splits import GCNET_NOTE, Split, iemocap_folds, iemocap_session, make_split
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -171,7 +171,7 @@ def test_poria_split_hand_built(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text(json.dumps({"train": ids[:10], "test": ids[9:]}))
     with pytest.raises(ValueError, match="both train and test"):
         make_split(corpus, DataConfig(corpus="cmumosi", split="poria"), tmp_path / "bad.json")
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ValueError, match="no Poria split file"):
         make_split(corpus, DataConfig(corpus="cmumosi", split="poria", root=str(tmp_path / "nowhere")))
 
 

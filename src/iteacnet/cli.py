@@ -13,83 +13,60 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from iteacnet.config import (
+    RERUN_FREE_FIELDS,
     DataConfig,
     ExperimentConfig,
     ModelConfig,
     SyntheticConfig,
     TrainConfig,
+    config_differences,
     merge_dicts,
-    parse_override,
     replace,
 )
+from iteacnet.errors import ConfigError, IncompleteResults, ResultsError, UserError
+from iteacnet.presets import (  # noqa: F401  (find_preset: one of the CLI's public names)
+    apply_overrides,
+    find_preset,
+    list_presets,
+    parse_seeds,
+    read_config_body,
+)
+from iteacnet.presets import load_config as load_preset_config
 
 if TYPE_CHECKING:  # the CLI imports torch-heavy modules lazily
     from iteacnet.training.engine import PreparedData
 
-PRESET_DIRS = (Path.cwd() / "configs", Path(__file__).resolve().parents[2] / "configs")
-
-
-# ---------------------------------------------------------------------------- config
-def find_preset(name: str) -> Path:
-    p = Path(name)
-    if p.suffix == ".json" and p.is_file():
-        return p
-    for d in PRESET_DIRS:
-        if (d / f"{name}.json").is_file():
-            return d / f"{name}.json"
-    raise SystemExit(f"iteacnet: no preset {name!r}; presets: {', '.join(list_presets()) or '(none found)'}")
-
-
-def list_presets() -> list[str]:
-    seen: list[str] = []
-    for d in PRESET_DIRS:
-        if d.is_dir():
-            seen.extend(p.stem for p in sorted(d.glob("*.json")) if p.stem not in seen)
-    return seen
+# Config loading lives below the CLI (training.distributed uses it too); re-exported here.
+_seeds = parse_seeds
 
 
 def load_config(preset: str | None, config: str | None, overrides: list[str], resolve: bool = True) -> ExperimentConfig:
-    """Defaults, then the preset, then the config file, then `--set` overrides. With
-    `resolve`, `train.recipe="own"` becomes the method's recipe, under the overrides (which
-    win); the benchmark grid resolves per variant instead."""
-    d = ExperimentConfig().to_dict()
-    for src in (find_preset(preset) if preset else None, Path(config) if config else None):
-        if src is not None:
-            if not src.is_file():
-                raise SystemExit(f"iteacnet: no config file at {src}")
-            body = json.loads(src.read_text())
-            body.pop("grid", None)  # benchmark presets carry a grid section
-            d = merge_dicts(d, body)
-    try:
-        cfg = ExperimentConfig.from_dict(d)
-    except (ValueError, TypeError) as e:
-        raise SystemExit(f"iteacnet: bad configuration: {e}") from None
-    cfg = apply_overrides(cfg, overrides)
-    if not resolve:
-        return cfg
+    """Defaults, then the preset, then the config file, then `--set` overrides, validated
+    (`iteacnet.presets.load_config`). With `resolve`, `train.recipe="own"` becomes the
+    method's recipe, under the overrides (which win); the benchmark grid resolves per variant."""
+    cfg = load_preset_config(preset, config, overrides)
+    return resolve_recipe_with(cfg, overrides) if resolve else cfg
+
+
+def resolve_recipe_with(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:
     from iteacnet.training.recipes import resolve_recipe
 
     try:
         return resolve_recipe(cfg, lambda c: apply_overrides(c, overrides))
+    except ConfigError:
+        raise
     except (ValueError, KeyError) as e:
-        raise SystemExit(f"iteacnet: bad configuration: {e}") from None
-
-
-def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:
-    """`--set SECTION.FIELD=VALUE` overrides, in order; a bad one ends with a message."""
-    try:
-        for o in overrides:
-            cfg = parse_override(cfg, o)
-    except (ValueError, TypeError) as e:
-        raise SystemExit(f"iteacnet: bad configuration: {e}") from None
-    return cfg
+        raise ConfigError(f"bad configuration: {str(e).strip(chr(39))}") from None
 
 
 def _data_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -137,7 +114,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_data(args: argparse.Namespace) -> int:
     from iteacnet.data.inspect import format_inspect, inspect_corpus
     from iteacnet.data.loading import build_cache, load_corpus
-    from iteacnet.evaluation.splits import make_split
+    from iteacnet.data.splits import make_split
 
     cfg = load_config(args.preset, args.config, args.set)
     cfg = replace(cfg, **_data_overrides(args))
@@ -172,7 +149,7 @@ def _run_one(cfg: ExperimentConfig, data: PreparedData, out: Path, protocol: str
     return rows
 
 
-def train_seeds(cfg: ExperimentConfig, out: Path, protocol: str, seeds: list[int]) -> list[dict[str, Any]]:
+def train_seeds(cfg: ExperimentConfig, out: Path, protocol: str, seeds: list[int], threads: int | None = None) -> list[dict[str, Any]]:
     from iteacnet.data.loading import load_corpus
     from iteacnet.evaluation.reports import write_report
     from iteacnet.training.engine import prepare
@@ -184,18 +161,13 @@ def train_seeds(cfg: ExperimentConfig, out: Path, protocol: str, seeds: list[int
     for seed in seeds:
         c = replace(cfg, **{"train.seed": seed})
         rows.extend(_run_one(c, data, out / f"seed{seed}", protocol))
+    for row in rows:  # the thread count changes the speed, so every row says it
+        row["threads"] = threads if threads is not None else torch_threads()
     cfg.to_json(out / "config.json")
     md = write_report(rows, out, title=f"{cfg.name} ({protocol.upper()})")
     print(md.read_text())
     print(f"results: {out / 'results.csv'}  {out / 'results.json'}  {md}  {out / 'waf_vs_rate.png'}")
     return rows
-
-
-def _seeds(text: str) -> list[int]:
-    try:
-        return [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise SystemExit(f"iteacnet: --seeds takes comma-separated integers, got {text!r}") from None
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -204,16 +176,32 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.epochs is not None:
         cfg = replace(cfg, **{"train.epochs": args.epochs})
     out = Path(args.out or f"runs/{cfg.name}")
-    seeds = _seeds(args.seeds) if args.seeds else [cfg.train.seed]
+    seeds = parse_seeds(args.seeds) if args.seeds else [cfg.train.seed]
+    if args.restart:
+        restart(out)
     if args.distributed:  # one rank of a torchrun job (training/distributed.py)
         from iteacnet.training.distributed import TORCHRUN_HINT, train_distributed, under_torchrun
 
         if not under_torchrun():
-            raise SystemExit(f"iteacnet train --distributed: {TORCHRUN_HINT}")
+            raise UserError(f"--distributed: {TORCHRUN_HINT}")
         train_distributed(cfg, out, args.protocol or cfg.train.protocol, seeds)
         return 0
-    train_seeds(cfg, out, args.protocol or cfg.train.protocol, seeds)
+    train_seeds(cfg, out, args.protocol or cfg.train.protocol, seeds, args.threads)
     return 0
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def restart(out: Path) -> None:
+    """`--restart`: forget the resumable training states under `out` (every `last/` folder);
+    finished checkpoints and results stay until the new run replaces them."""
+    for last in sorted(out.glob("**/last")):
+        if last.is_dir():
+            shutil.rmtree(last)
 
 
 def demo_config(epochs: int = 40) -> ExperimentConfig:
@@ -231,7 +219,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cfg = apply_overrides(demo_config(args.epochs), args.set)
     print("iteacnet demo: ITS (TF teacher, NAS student) on the SYNTHETIC corpus (generated, not real data)")
     out = Path(args.out)
-    train_seeds(cfg, out, "ume", [cfg.train.seed])
+    train_seeds(cfg, out, "ume", [cfg.train.seed], args.threads)
     print(f"router plot: {out / 'seed0' / 'router.png'}   checkpoint: {out / 'seed0'}")
     print(f"demo finished in {time.perf_counter() - t0:.0f} s")
     return 0
@@ -241,16 +229,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from iteacnet.data.loading import load_corpus
     from iteacnet.evaluation.protocols import result_rows, score_test
     from iteacnet.evaluation.reports import write_report
-    from iteacnet.training.checkpoint import load_weights, read_checkpoint_files
+    from iteacnet.training.checkpoint import load_checkpoint_weights, read_checkpoint_files
     from iteacnet.training.engine import prepare
     from iteacnet.training.frameworks import build_method
 
     ckpt = Path(args.checkpoint)
-    cfg, _meta = read_checkpoint_files(ckpt)
+    cfg, meta = read_checkpoint_files(ckpt)
     cfg = apply_overrides(cfg, args.set)
     data = prepare(load_corpus(cfg.data), cfg)
     method = build_method(data.spec, cfg.model)
-    load_weights(method, ckpt / "model.safetensors")
+    load_checkpoint_weights(method, ckpt, meta)
     rates = tuple(float(r) for r in args.rates.split(",")) if args.rates else cfg.eval.rates
     rows = result_rows(cfg, "ume", score_test(method, data, cfg, rates), {"checkpoint": str(ckpt)})
     md = write_report(rows, Path(args.out or ckpt / "evaluation"), title=f"{cfg.name}: evaluation of {ckpt}")
@@ -264,42 +252,71 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
     preset = "quick" if args.quick else args.preset
     if preset is None and args.config is None:
-        raise SystemExit("iteacnet benchmark: give --preset NAME (see `iteacnet list`), --config FILE or --quick")
+        raise UserError("give --preset NAME (see `iteacnet list`), --config FILE or --quick")
     src = find_preset(preset) if preset else Path(args.config)
-    body = json.loads(src.read_text())
-    if "grid" not in body:
-        raise SystemExit(f"iteacnet benchmark: {src} has no `grid` section")
+    body = read_config_body(src)
+    if not isinstance(body.get("grid"), dict):
+        raise ConfigError(f"{src} has no `grid` section (an object)")
     cfg = load_config(preset, args.config, args.set, resolve=False)
     grid = dict(body["grid"])
     if args.seeds:
-        grid["seeds"] = _seeds(args.seeds)
+        grid["seeds"] = parse_seeds(args.seeds)
     if args.protocols:
         grid["protocols"] = [p for p in args.protocols.split(",") if p]
     if args.tables:
-        grid["tables"] = _seeds(args.tables)
+        grid["tables"] = parse_seeds(args.tables, "--tables")
         grid.pop("variants", None)
     if args.variants:
         grid["variants"] = [v for v in args.variants.split(",") if v]
         grid.pop("tables", None)
     try:
         spec = GridSpec.from_dict(grid)
-    except (ValueError, KeyError) as e:
-        raise SystemExit(f"iteacnet benchmark: bad grid in {src}: {e}") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"bad grid in {src}: {str(e).strip(chr(39))}") from None
     try:
         cells = expand(spec, cfg, reapply=lambda c: apply_overrides(c, args.set))
+    except UserError:
+        raise
     except (ValueError, KeyError) as e:
-        raise SystemExit(f"iteacnet benchmark: {e}") from None
+        raise ConfigError(str(e).strip(chr(39))) from None
     out = Path(args.out or f"runs/benchmark-{src.stem}")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "grid.json").write_text(json.dumps({"preset": str(src), "grid": grid, "base": cfg.to_dict()}, indent=2))
-    store = ResultStore(out / "cells.jsonl")
-    print(f"grid: {len(cells)} cells ({len(store.done().keys() & {c.id for c in cells})} already done) -> {out}")
-    kw = {"address": args.address} if args.executor == "ray" else {}
-    rows = run_grid(cells, store, executor=args.executor, workers=args.workers, **kw)
+    kw: dict[str, Any] = {"address": args.address} if args.executor == "ray" else {}
+    if args.executor == "local":  # the process's threads, shared among the workers
+        kw["threads_per_worker"] = max(1, args.threads // max(1, args.workers))
+    with ResultStore(out / "cells.jsonl") as store:
+        _same_base_or_restart(out, store, cfg, args.restart)
+        (out / "grid.json").write_text(json.dumps({"preset": str(src), "grid": grid, "base": cfg.to_dict()}, indent=2))
+        print(f"grid: {len(cells)} cells ({len(store.done().keys() & {c.id for c in cells})} already done) -> {out}")
+        rows = run_grid(cells, store, executor=args.executor, workers=args.workers, **kw)
     md = grid_report(rows, out, title=f"Benchmark {src.stem}")
     print(md.read_text())
     print(f"results: {out / 'results.csv'}  report: {md}")
     return 0
+
+
+def _same_base_or_restart(out: Path, store: Any, cfg: ExperimentConfig, restart: bool) -> None:
+    """A rerun on an `--out` whose grid.json records another base config would mix two
+    experiments in one results file: refuse, naming the fields, unless `--restart` (which
+    moves the old results aside)."""
+    old_file = out / "grid.json"
+    if restart:
+        if store.path.is_file():
+            aside = store.path.with_name(f"{store.path.name}.{time.strftime('%Y%m%d-%H%M%S')}.old")
+            store.path.rename(aside)
+            print(f"--restart: previous results moved to {aside}", file=sys.stderr)
+        return
+    if not old_file.is_file() or not store.path.is_file():
+        return
+    try:
+        old = json.loads(old_file.read_text())["base"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return  # an unreadable grid.json records nothing to compare with; it is rewritten
+    # A field added to the config since grid.json was written counts at its default.
+    diff = config_differences(merge_dicts(ExperimentConfig().to_dict(), old), cfg.to_dict(), RERUN_FREE_FIELDS)
+    if diff:
+        raise ResultsError(f"{out} holds results of another configuration ({'; '.join(diff[:6])}"
+                           f"{'; ...' if len(diff) > 6 else ''}); give another --out, or --restart to start over")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -308,7 +325,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     path = Path(args.results)
     rows = read_rows(path)
     if not rows:
-        raise SystemExit(f"iteacnet report: {path} holds no result rows")
+        raise UserError(f"{path} holds no result rows")
     if args.paired:
         from iteacnet.evaluation.reports import paired_difference, paired_table, parse_selector
 
@@ -317,7 +334,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             where = parse_selector(args.where) if args.where else {}
             result = paired_difference(rows, a, b, args.metric, where)
         except ValueError as e:
-            raise SystemExit(f"iteacnet report: {e}") from None
+            raise UserError(str(e)) from None
         print(paired_table(result, args.paired[0], args.paired[1], args.metric))
         return 0
     out = Path(args.out or path.parent)
@@ -329,23 +346,18 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_extract(args: argparse.Namespace) -> int:
     from iteacnet.data.extract import (
-        ExtractUnavailable,
-        TranscriptError,
         extract_text_features,
         read_transcripts,
         transcripts_from_label_file,
     )
 
     if (args.label_file is None) == (args.transcripts is None):
-        raise SystemExit("iteacnet extract text: give exactly one of --label-file or --transcripts")
-    try:
-        if args.label_file is not None:
-            items = transcripts_from_label_file(Path(args.label_file))
-        else:
-            items = read_transcripts(Path(args.transcripts))
-        report = extract_text_features(items, Path(args.out), batch_size=args.batch_size, overwrite=args.overwrite)
-    except (ExtractUnavailable, TranscriptError, ValueError, OSError) as e:
-        raise SystemExit(f"iteacnet extract text: {e}") from None
+        raise UserError("give exactly one of --label-file or --transcripts")
+    if args.label_file is not None:
+        items = transcripts_from_label_file(Path(args.label_file))
+    else:
+        items = read_transcripts(Path(args.transcripts))
+    report = extract_text_features(items, Path(args.out), batch_size=args.batch_size, overwrite=args.overwrite)
     print(f"{report.written} written, {report.skipped} kept (already there) -> {report.out_dir} "
           f"({report.seconds:.1f} s); manifest: {report.out_dir / 'manifest.json'}")
     return 0
@@ -371,25 +383,17 @@ def _prediction_csv(rows: list[dict[str, Any]], classes: tuple[str, ...]) -> str
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from iteacnet.data.conversation import (
-        ConversationError,
-        read_conversation_jsonl,
-        split_dialogues,
-    )
-    from iteacnet.data.extract import ExtractUnavailable
+    from iteacnet.data.conversation import read_conversation_jsonl, split_dialogues
     from iteacnet.files import atomic_write_text
-    from iteacnet.inference import PredictError, Predictor
+    from iteacnet.inference import Predictor
 
     out = Path(args.output) if args.output else None
     fmt = "json" if out is None else out.suffix.lower().lstrip(".")
     if fmt not in ("json", "csv"):
-        raise SystemExit(f"iteacnet predict: --output must end in .json or .csv, got {out}")
-    try:
-        predictor = Predictor.from_checkpoint(args.checkpoint)
-        conversations = split_dialogues(read_conversation_jsonl(args.input))
-        results = [r for conv in predictor.predict_batch(conversations) for r in conv]
-    except (PredictError, ConversationError, ExtractUnavailable, FileNotFoundError) as e:
-        raise SystemExit(f"iteacnet predict: {e}") from None
+        raise UserError(f"--output must end in .json or .csv, got {out}")
+    predictor = Predictor.from_checkpoint(args.checkpoint)
+    conversations = split_dialogues(read_conversation_jsonl(args.input))
+    results = [r for conv in predictor.predict_batch(conversations) for r in conv]
     if fmt == "csv":
         text = _prediction_csv(results, predictor.class_names)
     else:
@@ -417,7 +421,7 @@ def cmd_params(args: argparse.Namespace) -> int:
     try:
         dims = tuple((m, int(d)) for m, d in (kv.split("=") for kv in args.dims.split(",")))
     except ValueError:
-        raise SystemExit(f"iteacnet params: --dims takes modality=size pairs, got {args.dims!r}") from None
+        raise UserError(f"--dims takes modality=size pairs, got {args.dims!r}") from None
     spec = ModelSpec(dims=dims, num_outputs=args.classes, task="classification", num_speakers=args.speakers)
     torch.manual_seed(0)
     method = build_method(spec, cfg.model)
@@ -441,10 +445,14 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help, description=help)
         sp.set_defaults(fn=fn)
         if config:
-            sp.add_argument("--preset", help="named preset in configs/ (see `iteacnet list`)")
+            sp.add_argument("--preset", help="named preset (packaged, or ./configs/NAME.json; see `iteacnet list`)")
             sp.add_argument("--config", help="an ExperimentConfig JSON file (e.g. a run's config.json)")
         sp.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override one config field, value as JSON (repeatable)")
+        sp.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: the cores available to this process; "
+                             "the benchmark divides them among its workers)")
+        sp.add_argument("--debug", action="store_true", help="show the traceback of an error")
         return sp
 
     sp = add("demo", cmd_demo, "train ITS on the synthetic corpus and print its UME table", config=False)
@@ -457,6 +465,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
     sp.add_argument("--epochs", type=int)
     sp.add_argument("--out", help="output folder (default runs/<name>)")
+    sp.add_argument("--restart", action="store_true",
+                    help="start over: ignore (and delete) the resumable state in --out, even if the config changed")
     sp.add_argument("--distributed", action="store_true",
                     help="data-parallel over the processes of a torchrun job (see README, Scaling out)")
 
@@ -476,6 +486,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--executor", default="local", help="local | ray")
     sp.add_argument("--address", default=None, help="ray: cluster address (default: start a local Ray)")
     sp.add_argument("--seeds", help="override the grid's seeds, e.g. 0,1,2")
+    sp.add_argument("--restart", action="store_true",
+                    help="start over on an --out that holds results (of this or another configuration)")
     sp.add_argument("--tables", help="only these tables' variants, e.g. 2,4")
     sp.add_argument("--protocols", help="only these protocols, e.g. ume (Table 1's `complete` always runs)")
     sp.add_argument("--variants", help="only these variants (see `iteacnet list`), e.g. iteacnet,gcnet")
@@ -512,13 +524,59 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, not the machine's count)."""
     try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def set_threads(args: argparse.Namespace) -> int:
+    """torch's intra-op threads for this command: `--threads`, else $OMP_NUM_THREADS if set
+    (torchrun sets 1 per rank), else every available core. The benchmark divides them among
+    its workers (benchmark.executors)."""
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    n = args.threads if args.threads is not None else int(env) if env.isdigit() and int(env) > 0 else available_cores()
+    if n < 1:
+        raise UserError(f"--threads must be >= 1, got {n}")
+    if args.command != "benchmark":
+        import torch
+
+        torch.set_num_threads(n)
+    return n
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command. A user error (bad data, config, checkpoint, input) is one line on
+    stderr and exit status 2; anything else is a bug: one line and exit 1. `--debug` shows
+    the traceback either way."""
+    args = build_parser().parse_args(argv)
+    debug = getattr(args, "debug", False)
+    prog = f"iteacnet {args.command}"
+    try:
+        args.threads = set_threads(args)
         return int(args.fn(args))
     except KeyboardInterrupt:
         print("interrupted; finished work is on disk and a rerun resumes it", file=sys.stderr)
         return 130
+    except (UserError, OSError, IncompleteResults) as e:
+        # OSError: a file the user named is missing or unreadable, a disk is full; the
+        # message carries the file name.
+        if debug:
+            traceback.print_exc()
+        print(f"{prog}: {_one_line(e)}", file=sys.stderr)
+        return 2 if isinstance(e, UserError) else 1
+    except Exception as e:  # noqa: BLE001  (a bug: say so in one line, the traceback on --debug)
+        if debug:
+            traceback.print_exc()
+        print(f"{prog}: internal error ({type(e).__name__}: {_one_line(e)}); rerun with --debug for the "
+              "traceback and report it", file=sys.stderr)
+        return 1
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
 
 
 if __name__ == "__main__":

@@ -43,14 +43,18 @@ from iteacnet.data.extract import (
     manifest_matches,
     read_manifest,
 )
+from iteacnet.errors import CheckpointError, UserError
 from iteacnet.models.base import Method, ModelSpec
 from iteacnet.models.mixers import TemporalMLP
-from iteacnet.training.checkpoint import load_weights, read_checkpoint_files
+from iteacnet.training.checkpoint import load_checkpoint_weights, read_checkpoint_files
 from iteacnet.training.engine import model_input
 from iteacnet.training.frameworks import build_method
 
+# The longest conversation predicted in one piece (see Predictor._check_length).
+MAX_UTTERANCES = 2048
 
-class PredictError(ValueError):
+
+class PredictError(UserError):
     """An utterance or conversation the checkpoint cannot predict; the message says which."""
 
 
@@ -122,13 +126,13 @@ class Predictor:
         std = meta.get("standardization", {})
         missing = [m for m in spec.modalities if m not in std]
         if missing:
-            raise ValueError(f"{source or 'checkpoint'}: meta.json has no standardization for {missing}")
+            raise CheckpointError(f"{source or 'checkpoint'}: meta.json has no standardization for {missing}")
         self.stats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for m, d in spec.dims:
             mu = np.asarray(std[m]["mean"], dtype=np.float32)
             sd = np.asarray(std[m]["std"], dtype=np.float32)
             if mu.shape != (d,) or sd.shape != (d,):
-                raise ValueError(f"{source or 'checkpoint'}: standardization of {m} is not {d}-d")
+                raise CheckpointError(f"{source or 'checkpoint'}: standardization of {m} is not {d}-d")
             self.stats[m] = (mu, sd)
         self.speaker_names: tuple[str, ...] = tuple(str(s) for s in meta.get("speaker_names", ()))
         names = tuple(str(c) for c in meta.get("class_names", ()))
@@ -141,7 +145,10 @@ class Predictor:
         part = getattr(method, "inference_model", None)
         infer: nn.Module = part() if callable(part) else method
         limits = [m.max_len for m in infer.modules() if isinstance(m, TemporalMLP)]
-        self.max_utterances: int | None = min(limits) if limits else None
+        self.mixer_limit: int | None = min(limits) if limits else None
+        # Attention over a conversation costs memory in the square of its length (a TF
+        # student asked for 80 GB at 100,000 utterances): longer ones are refused by name.
+        self.max_utterances: int = min(self.mixer_limit or MAX_UTTERANCES, MAX_UTTERANCES)
 
     @classmethod
     def from_checkpoint(cls, folder: str | Path, device: str = "cpu") -> Predictor:
@@ -150,7 +157,7 @@ class Predictor:
         cfg, meta = read_checkpoint_files(folder)
         spec = spec_from_meta(meta)
         method = build_method(spec, cfg.model)
-        load_weights(method, folder / "model.safetensors")
+        load_checkpoint_weights(method, folder, meta)
         return cls(method, spec, cfg, meta, device, source=str(folder))
 
     # ------------------------------------------------------------------ what the model knows
@@ -251,10 +258,12 @@ class Predictor:
 
     def _check_length(self, conv: list[dict[str, Any]], c: int) -> None:
         limit = self.max_utterances
-        if limit is not None and len(conv) > limit:
+        if len(conv) > limit:
+            why = ("its temporal_mlp mixer's model.max_len" if self.mixer_limit == limit
+                   else "attention memory grows with the square of the length")
             raise PredictError(
                 f"conversation {c} (from {self._where(conv[0], c, 0)}) has {len(conv)} utterances; this model "
-                f"handles at most {limit} (its temporal_mlp mixer's model.max_len): split the conversation"
+                f"handles at most {limit} ({why}): split the conversation"
             )
 
     def _features(self, utt: dict[str, Any], where: str) -> dict[str, np.ndarray]:

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from iteacnet.errors import UserError
+
 # Pattern letter -> modality name.
 PATTERN_LETTERS: dict[str, str] = {"t": "text", "a": "audio", "v": "visual"}
 _LETTER_OF = {m: k for k, m in PATTERN_LETTERS.items()}
@@ -180,16 +182,16 @@ def pattern_mask(pattern: str, modalities: tuple[str, ...] | list[str], valid: t
     lacks is a ValueError.
     """
     if not pattern:
-        raise ValueError("a pattern needs at least one modality letter (t, a, v)")
+        raise UserError("a pattern needs at least one modality letter (t, a, v)")
     if len(set(pattern)) != len(pattern):
-        raise ValueError(f"pattern {pattern!r} repeats a letter")
+        raise UserError(f"pattern {pattern!r} repeats a letter")
     keep = []
     for ch in pattern:
         if ch not in PATTERN_LETTERS:
-            raise ValueError(f"unknown modality letter {ch!r} in pattern {pattern!r}; use t, a, v")
+            raise UserError(f"unknown modality letter {ch!r} in pattern {pattern!r}; use t, a, v")
         m = PATTERN_LETTERS[ch]
         if m not in modalities:
-            raise ValueError(f"pattern {pattern!r} asks for {m!r}, but the corpus has only {tuple(modalities)}")
+            raise UserError(f"pattern {pattern!r} asks for {m!r}, but the corpus has only {tuple(modalities)}")
         keep.append(m)
     row = torch.tensor([m in keep for m in modalities], dtype=torch.bool, device=valid.device)
     return valid.to(torch.bool)[..., None] & row
@@ -230,7 +232,7 @@ def save_masks(path: str | Path, masks: dict[float, np.ndarray], meta: dict[str,
     for i, (rate, mask) in enumerate(masks.items()):
         a = np.ascontiguousarray(mask, dtype=bool)
         if a.ndim != 2:
-            raise ValueError(f"mask for rate {rate} must be (N, M), got shape {a.shape}")
+            raise UserError(f"mask for rate {rate} must be (N, M), got shape {a.shape}")
         key = f"mask{i}"
         arrays[key] = a
         entries.append({
@@ -247,12 +249,12 @@ def load_masks(path: str | Path) -> MaskSet:
     npz, js = _mask_paths(path)
     info = json.loads(js.read_text())
     if info.get("format") != "iteacnet-masks/1":
-        raise ValueError(f"{js}: not an iteacnet mask file (format {info.get('format')!r})")
+        raise UserError(f"{js}: not an iteacnet mask file (format {info.get('format')!r})")
     masks: dict[float, np.ndarray] = {}
     with np.load(npz, allow_pickle=False) as z:
         for e in info["masks"]:
             a = z[e["key"]].astype(bool)
             if list(a.shape) != e["shape"] or _digest(a) != e["sha256"]:
-                raise ValueError(f"{npz}: mask for rate {e['rate']} does not match its recorded checksum")
+                raise UserError(f"{npz}: mask for rate {e['rate']} does not match its recorded checksum")
             masks[float(e["rate"])] = a
     return MaskSet(masks, info["meta"])

@@ -8,7 +8,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
+from iteacnet.errors import UserError
+
 T = TypeVar("T")
+
+
+class UnknownName(UserError, KeyError):
+    """A name that no entry of a registry has (a user's typo, usually)."""
+
+    def __str__(self) -> str:  # KeyError would show the message in quotes
+        return str(self.args[0]) if self.args else ""
 
 
 class Registry(Generic[T]):
@@ -29,7 +38,7 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
-            raise KeyError(f"unknown {self.kind} {name!r}; choices: {', '.join(self.names())}") from None
+            raise UnknownName(f"unknown {self.kind} {name!r}; choices: {', '.join(self.names())}") from None
 
     def __contains__(self, name: object) -> bool:
         return name in self._items

@@ -8,6 +8,7 @@ An executor is built as `EXECUTORS[name](workers=..., **kw)` and has
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any
@@ -19,10 +20,40 @@ OnDone = Callable[[Cell, list[dict[str, Any]]], None]
 EXECUTORS: Registry[Any] = Registry("executor")
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, parent: int | None = None) -> None:
     import torch
 
     torch.set_num_threads(threads)
+    if parent is not None:
+        die_with_parent(parent)
+
+
+def die_with_parent(parent: int) -> None:
+    """End this worker when the grid driver dies, even by kill -9 (no cleanup runs there).
+
+    Linux: the kernel sends SIGKILL when the parent ends (prctl PR_SET_PDEATHSIG); anywhere:
+    a daemon thread exits the process once it has been re-parented."""
+    import ctypes
+    import os
+    import signal
+    import threading
+    import time
+
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the thread below does it
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent:
+                os._exit(1)
+            time.sleep(1.0)
+
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
 
 
 @EXECUTORS.register("local")
@@ -33,7 +64,7 @@ class LocalExecutor:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self.workers = workers
-        cpus = mp.cpu_count()
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else mp.cpu_count()
         self.threads = threads_per_worker or max(1, cpus // workers)
 
     def run(self, cells: list[Cell], on_done: OnDone) -> None:
@@ -43,7 +74,8 @@ class LocalExecutor:
                 on_done(cell, run_cell(cell))
             return
         ctx = mp.get_context("spawn")
-        with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker, initargs=(self.threads,)) as pool:
+        initargs = (self.threads, os.getpid())
+        with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker, initargs=initargs) as pool:
             pending: dict[Future, Cell] = {}
             queue = list(cells)
             # Keep a bounded number in flight so an interrupt loses little queued work.

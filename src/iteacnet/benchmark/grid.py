@@ -26,6 +26,7 @@ from iteacnet.config import (
     merge_dicts,
     replace,
 )
+from iteacnet.errors import IncompleteResults, ResultsError
 
 IEMOCAP = ("iemocap4", "iemocap6")
 
@@ -144,6 +145,8 @@ def _corpus(data_json: str) -> Any:
 
 def run_cell(cell: Cell) -> list[dict[str, Any]]:
     """Train and score one cell; returns its result rows (runs in a worker process)."""
+    import torch
+
     from iteacnet.evaluation.protocols import train_and_score
     from iteacnet.training.engine import prepare
 
@@ -154,25 +157,96 @@ def run_cell(cell: Cell) -> list[dict[str, Any]]:
     data = prepare(corpus, cfg)
     columns = {"variant": cell.variant, "variant_label": VARIANTS[cell.variant].label, "cell": cell.id}
     rows, _ = train_and_score(cfg, data, label=cell.protocol, columns=columns)
-    for row in rows:  # a cell's time: loading and scoring included
+    threads = torch.get_num_threads()
+    for row in rows:  # a cell's time: loading and scoring included; the threads it had
         row["train_seconds"] = round(time.perf_counter() - t0, 2)
+        row["threads"] = threads
     return rows
 
 
 # ---------------------------------------------------------------------------- the store
 class ResultStore:
-    """Append-only JSONL of finished cells; a torn last line (a kill mid-write) is ignored."""
+    """Append-only JSONL of finished cells, one writer at a time.
+
+    `open()` takes an exclusive lock (`<file>.lock`, released by the kernel when the process
+    dies, even by kill -9): a second run on the same file stops with the holder's pid instead
+    of running every cell again. A torn last line (a kill or a full disk mid-write) is cut
+    off before the first append, so the next record starts on a line of its own. A cell found
+    twice (files written before the lock existed) counts once.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock: Any = None
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".lock")
+
+    def open(self) -> ResultStore:
+        """Lock the file for this process and repair a torn tail; `close()` unlocks."""
+        import fcntl
+
+        f = self.lock_path.open("a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise ResultsError(
+                f"{self.path} is in use by {holder} (another `iteacnet benchmark` on this --out); "
+                "wait for it to finish or give another --out"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"process {os.getpid()} on {os.uname().nodename}\n")
+        f.flush()
+        self._lock = f
+        self.repair()
+        return self
+
+    def close(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # closing the file releases the lock
+            self._lock = None
+
+    def __enter__(self) -> ResultStore:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def repair(self) -> int:
+        """Cut a torn last line (no final newline); returns the bytes removed."""
+        if not self.path.is_file():
+            return 0
+        with self.path.open("rb+") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size == 0:
+                return 0
+            f.seek(size - 1)
+            if f.read(1) == b"\n":
+                return 0
+            f.seek(0)
+            data = f.read()
+            keep = data.rfind(b"\n") + 1
+            f.truncate(keep)
+            f.flush()
+            os.fsync(f.fileno())
+        return size - keep
 
     def done(self) -> dict[str, list[dict[str, Any]]]:
         from iteacnet.evaluation.reports import jsonl_records
 
         if not self.path.is_file():
             return {}
-        return {rec["cell"]: rec["rows"] for rec in jsonl_records(self.path.read_text())}
+        out: dict[str, list[dict[str, Any]]] = {}
+        for rec in jsonl_records(self.path.read_text()):
+            if isinstance(rec, dict) and "cell" in rec:
+                out.setdefault(rec["cell"], rec["rows"])  # first record of a cell wins
+        return out
 
     def add(self, cell: Cell, rows: list[dict[str, Any]]) -> None:
         line = json.dumps({"cell": cell.id, "describe": cell.describe(), "config": cell.config, "rows": rows}) + "\n"
@@ -196,6 +270,7 @@ def run_grid(
 
     from iteacnet.benchmark.executors import EXECUTORS
 
+    store.repair()  # a torn last line must not swallow the next record
     done = store.done()
     todo = [c for c in cells if c.id not in done]
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc="grid", unit="cell",
@@ -212,4 +287,8 @@ def run_grid(
         EXECUTORS[executor](workers=workers, **executor_kw).run(todo, finished)
     bar.close()
     done = store.done()
-    return [r for c in cells for r in done.get(c.id, [])]
+    missing = [c for c in cells if c.id not in done]
+    if missing:  # the table must cover the grid: never report a partial grid as finished
+        raise IncompleteResults(f"{len(missing)} of {len(cells)} cells have no record in {store.path} "
+                           f"(first: {missing[0].describe()}); rerun to run them")
+    return [r for c in cells for r in done[c.id]]

@@ -32,9 +32,11 @@ from typing import Any
 import numpy as np
 
 from iteacnet.config import MODALITIES
+from iteacnet.errors import UserError
+from iteacnet.files import check_npy_size
 
 
-class ConversationError(ValueError):
+class ConversationError(UserError):
     """A conversation file (or an utterance given to the predictor) is malformed."""
 
 
@@ -62,10 +64,11 @@ def as_feature_vector(value: Any, where: str) -> np.ndarray:
 
 def _load_npy(path: Path, where: str) -> np.ndarray:
     try:
+        check_npy_size(path)
         x = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise ConversationError(f"{where}: feature file not found: {path}") from None
-    except (ValueError, OSError, EOFError) as e:
+    except (ValueError, OSError, EOFError, MemoryError) as e:
         raise ConversationError(f"{where}: unreadable feature file {path} ({e})") from None
     if not isinstance(x, np.ndarray):  # an .npz archive opens as a lazy NpzFile
         x.close()
@@ -157,6 +160,8 @@ def read_conversation_jsonl(path: str | Path) -> list[dict[str, Any]]:
             raise ConversationError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
         except ValueError as e:  # NaN / Infinity literals
             raise ConversationError(f"{where}: {e}") from None
+        except RecursionError:
+            raise ConversationError(f"{where}: JSON nested too deeply (an utterance is one flat object)") from None
         utt = parse_utterance(obj, where, path.parent)
         if utt["id"] in first:
             raise ConversationError(f"{where}: duplicate id {utt['id']!r} (first at {first[utt['id']]})")

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from iteacnet.config import MODALITIES
+from iteacnet.errors import UserError
 
 CORPUS_SPECS: dict[str, dict] = {
     # name: task, class names (empty for regression), default feature folders (GCNet names)
@@ -72,7 +73,7 @@ class Corpus:
     def __post_init__(self) -> None:
         for m in self.features:
             if m not in MODALITIES:
-                raise ValueError(f"unknown modality {m!r}; expected one of {MODALITIES}")
+                raise UserError(f"unknown modality {m!r}; expected one of {MODALITIES}")
             self.available.setdefault(m, np.ones(len(self.utterance_ids), dtype=bool))
         self.features = {m: self.features[m] for m in MODALITIES if m in self.features}
 
@@ -125,7 +126,7 @@ class Corpus:
         for m, x in self.features.items():
             use = rows[self.available[m][rows]]
             if len(use) == 0:
-                raise ValueError(f"modality {m!r} has no available training utterance to standardize with")
+                raise UserError(f"modality {m!r} has no available training utterance to standardize with")
             mu = x[use].mean(0, dtype=np.float64)
             sd = x[use].std(0, dtype=np.float64)
             stats[m] = (mu.astype(np.float32), np.where(sd < 1e-8, 1.0, sd).astype(np.float32))
@@ -153,7 +154,7 @@ class Corpus:
     def select_modalities(self, modalities: tuple[str, ...]) -> Corpus:
         missing = [m for m in modalities if m not in self.features]
         if missing:
-            raise ValueError(f"corpus {self.name} has no {missing} features; it has {self.modalities}")
+            raise UserError(f"corpus {self.name} has no {missing} features; it has {self.modalities}")
         return self.with_features({m: self.features[m] for m in modalities})
 
     # ------------------------------------------------------------------ cache

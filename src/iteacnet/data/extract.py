@@ -31,6 +31,7 @@ from typing import Any, BinaryIO, Protocol
 import numpy as np
 
 from iteacnet.data.safe_pickle import load_label_file
+from iteacnet.errors import UserError
 from iteacnet.files import atomic_write
 
 EXTRACTOR_NAME = "text-minilm-384"
@@ -46,7 +47,7 @@ MANIFEST_FORMAT = 1
 INSTALL_HINT = 'pip install -e ".[extract]"  (from a source checkout)  or  pip install "iteacnet[extract]"'
 
 
-class ExtractUnavailable(RuntimeError):
+class ExtractUnavailable(UserError, RuntimeError):
     """The optional text-extraction dependencies are not installed."""
 
     def __init__(self, missing: str, detail: str = "") -> None:
@@ -59,7 +60,7 @@ class ExtractUnavailable(RuntimeError):
         self.missing = missing
 
 
-class TranscriptError(ValueError):
+class TranscriptError(UserError):
     """A transcript file (JSONL / CSV / label pickle) is malformed."""
 
 
@@ -302,7 +303,7 @@ def transcripts_from_label_file(path: Path) -> list[tuple[str, str]]:
 def _check_file_id(uid: str) -> None:
     # Ids become file names: anything that could escape out_dir or hide is refused.
     if uid in (".", "..") or any(c in uid for c in ("/", "\\", "\0")):
-        raise ValueError(f"utterance id {uid!r} cannot be used as a file name")
+        raise UserError(f"utterance id {uid!r} cannot be used as a file name")
 
 
 def _atomic_write_bytes(path: Path, write: Callable[[BinaryIO], object]) -> None:
@@ -396,7 +397,7 @@ def extract_text_features(
     for uid, _ in items:
         _check_file_id(uid)
         if uid in seen:
-            raise ValueError(f"duplicate utterance id {uid!r}")
+            raise UserError(f"duplicate utterance id {uid!r}")
         seen.add(uid)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -405,7 +406,7 @@ def extract_text_features(
     old = read_manifest(out_dir)
     if old is not None and not overwrite and any(old.get(k) != fields.get(k) for k in _IDENTITY_KEYS):
         # Mixing two extractors' vectors in one folder would silently corrupt a corpus.
-        raise ValueError(
+        raise UserError(
             f"{out_dir} holds features from another extractor ({old.get('extractor')}, "
             f"{old.get('encoder_package')} {old.get('encoder_version')}); use overwrite=True or another folder"
         )
@@ -416,7 +417,7 @@ def extract_text_features(
         target = out_dir / f"{uid}.npy"
         if not overwrite and target.exists():
             if not _existing_ok(target):
-                raise ValueError(f"{target} exists but is not a ({EMBED_DIM},) float32 array; use overwrite=True")
+                raise UserError(f"{target} exists but is not a ({EMBED_DIM},) float32 array; use overwrite=True")
             skipped += 1
             continue
         pending.append((uid, text))

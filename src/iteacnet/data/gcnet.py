@@ -33,6 +33,8 @@ import numpy as np
 from iteacnet.config import MODALITIES
 from iteacnet.data.corpus import CORPUS_SPECS, Corpus
 from iteacnet.data.safe_pickle import load_label_file
+from iteacnet.errors import UserError
+from iteacnet.files import check_npy_size
 
 GCNET_CORPORA: tuple[str, ...] = ("iemocap4", "iemocap6", "cmumosi", "cmumosei")
 # Bump when the loader's output for the same inputs changes, so disk caches are rebuilt.
@@ -43,7 +45,7 @@ _SPLIT_NAMES_MOSI = ("train", "valid", "test")
 _SHOW = 5  # how many culprits an error message lists
 
 
-class CorpusError(ValueError):
+class CorpusError(UserError):
     """The corpus on disk is malformed; the message names the file or utterance at fault."""
 
 
@@ -278,8 +280,9 @@ def _all_files(directory: Path) -> list[Path]:
 def _read_npy(path: Path) -> np.ndarray:
     """One feature file → (rows, d) float64, validated (readable, non-empty, numeric, finite)."""
     try:
+        check_npy_size(path)
         x = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
+    except (ValueError, OSError, EOFError, MemoryError) as e:
         raise CorpusError(f"corrupt feature file {path}: {e}") from e
     if not isinstance(x, np.ndarray):  # an .npz archive opens as a lazy NpzFile
         x.close()

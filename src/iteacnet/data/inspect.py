@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from iteacnet.data.corpus import Corpus
+from iteacnet.errors import UserError
 
 _SPLIT_ORDER = ("train", "valid", "test")
 
@@ -61,7 +62,7 @@ def inspect_corpus(corpus: Corpus, splits: dict[str, list[int]] | None = None) -
     for name, dialogues in splits.items():
         bad = [i for i in dialogues if not 0 <= i < corpus.num_dialogues]
         if bad:
-            raise ValueError(f"split {name!r} names dialogue indices outside [0, {corpus.num_dialogues}): {bad[:5]}")
+            raise UserError(f"split {name!r} names dialogue indices outside [0, {corpus.num_dialogues}): {bad[:5]}")
     lengths = corpus.lengths()
     covered = {i for d in splits.values() for i in d}
     return {

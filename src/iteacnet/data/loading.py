@@ -7,9 +7,8 @@ Which feature folders are loaded (fields `text_feature`, `audio_feature`, `visua
   if `<root>/features/<default>` exists, else leave the modality out; for `synthetic`,
   keep the modality (the synthetic corpus has all three).
 
-The cache (`Corpus.save`/`Corpus.load`) lives in `cfg.cache_dir`, else
-`<root>/.iteacnet-cache`, else (root not writable, or write-protected by its permission
-bits even for the superuser) `$XDG_CACHE_HOME/iteacnet` or `~/.cache/iteacnet`. Its file name carries a hash of every input (corpus name, label file
+The cache (`Corpus.save`/`Corpus.load`) lives in `cfg.cache_dir`, else the per-user cache
+folder `$XDG_CACHE_HOME/iteacnet` (`~/.cache/iteacnet`); never in the data folder. Its file name carries a hash of every input (corpus name, label file
 path/size/mtime, each feature folder's path/file count/bytes/latest mtime,
 `allow_missing_files`, `LOADER_VERSION`), so any change of the inputs rebuilds it.
 """
@@ -36,7 +35,7 @@ from iteacnet.data.gcnet import (
 from iteacnet.data.synthetic import make_synthetic_corpus
 
 DROP_FEATURE = "none"
-CACHE_DIRNAME = ".iteacnet-cache"
+CACHE_DIRNAME = ".iteacnet-cache"  # where caches went before; no longer written
 
 
 def _fields(cfg: DataConfig) -> dict[str, str]:
@@ -136,19 +135,14 @@ def user_cache_dir() -> Path:
 
 
 def cache_directory(cfg: DataConfig) -> Path:
-    """Where this config's cache lives (created if needed)."""
-    if cfg.cache_dir:
-        d = Path(cfg.cache_dir)
-        if not _writable(d):
-            raise CorpusError(f"data.cache_dir {d} is not writable")
-        return d
-    d = Path(cfg.root) / CACHE_DIRNAME
-    if _writable(d):
-        return d
-    fallback = user_cache_dir()
-    if not _writable(fallback):
-        raise CorpusError(f"no writable cache directory: tried {d} and {fallback}; set data.cache_dir")
-    return fallback
+    """Where this config's cache lives (created if needed): `data.cache_dir`, else the
+    per-user cache folder. Never the data folder: it may be read-only or shared, and users
+    do not expect writes there."""
+    d = Path(cfg.cache_dir) if cfg.cache_dir else user_cache_dir()
+    if not _writable(d):
+        what = "data.cache_dir" if cfg.cache_dir else "the user cache folder ($XDG_CACHE_HOME/iteacnet)"
+        raise CorpusError(f"{what} {d} is not writable; set data.cache_dir to a writable folder")
+    return d
 
 
 def cache_path(cfg: DataConfig) -> Path:

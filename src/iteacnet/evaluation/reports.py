@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from iteacnet.evaluation.metrics import format_mean_std
+from iteacnet.errors import UserError
+from iteacnet.metrics import format_mean_std
 
 GROUP_KEYS = ("corpus", "method", "framework", "teacher", "student", "ecce", "protocol", "selection", "variant_label",
               "recipe", "regime")
@@ -67,19 +68,29 @@ def jsonl_records(text: str) -> Iterator[Any]:
 def read_rows(path: Path) -> list[dict[str, Any]]:
     """Rows from a results JSON, a JSONL (the benchmark grid's), or a CSV; any of them gzipped."""
     if not path.is_file():
-        raise FileNotFoundError(f"no results file at {path}")
+        raise UserError(f"no results file at {path}")
     suffix = Path(path.stem).suffix if path.suffix == ".gz" else path.suffix  # cells.jsonl.gz
     text = gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
     if suffix == ".csv":
         return [{k: _parse(v) for k, v in r.items()} for r in csv.DictReader(io.StringIO(text))]
     if suffix == ".jsonl":  # the grid's cells.jsonl holds {"cell", "rows": [...]}; torn lines skipped
         out: list[dict[str, Any]] = []
+        seen: set[Any] = set()
         for rec in jsonl_records(text):
-            out.extend(rec["rows"] if isinstance(rec, dict) and "rows" in rec else [rec])
+            if isinstance(rec, dict) and "rows" in rec:
+                if rec.get("cell") in seen:  # a cell recorded twice (two runs on one --out) counts once
+                    continue
+                seen.add(rec.get("cell"))
+                out.extend(rec["rows"])
+            else:
+                out.append(rec)
         return out
-    data = json.loads(text)
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise UserError(f"{path}: not a results JSON ({e})") from None
     if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a list of rows")
+        raise UserError(f"{path}: expected a list of rows")
     return data
 
 

@@ -45,6 +45,7 @@ import torch.distributed as dist
 from torch import nn
 
 from iteacnet.config import ExperimentConfig, replace
+from iteacnet.errors import UserError
 
 TORCHRUN_HINT = "run it under torchrun, e.g. torchrun --nproc_per_node=2 -m iteacnet.training.distributed --preset quick"
 
@@ -108,7 +109,7 @@ def init_from_env(device: str = "cpu") -> tuple[TorchDistributed, str]:
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise RuntimeError(f"train.device is {device!r} but CUDA is not available on rank {rank}")
+            raise UserError(f"train.device is {device!r} but CUDA is not available on rank {rank}")
         local = int(os.environ.get("LOCAL_RANK", "0"))
         device = f"cuda:{local}"
         torch.cuda.set_device(local)
@@ -155,11 +156,12 @@ def train_distributed(cfg: ExperimentConfig, out: Path, protocol: str, seeds: li
 
 
 def main(argv: list[str] | None = None) -> int:
-    from iteacnet.cli import _seeds, load_config
+    from iteacnet.presets import apply_overrides, load_config, parse_seeds
+    from iteacnet.training.recipes import resolve_recipe
 
     p = argparse.ArgumentParser(prog="python -m iteacnet.training.distributed",
                                 description=f"Data-parallel `iteacnet train`; {TORCHRUN_HINT}")
-    p.add_argument("--preset", help="named preset in configs/ (see `iteacnet list`)")
+    p.add_argument("--preset", help="named preset (packaged, or ./configs/NAME.json; see `iteacnet list`)")
     p.add_argument("--config", help="an ExperimentConfig JSON file")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override one config field, value as JSON (repeatable)")
@@ -169,9 +171,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not under_torchrun():
         raise SystemExit(f"iteacnet: {TORCHRUN_HINT}")
-    cfg = load_config(args.preset, args.config, args.set)
+    try:
+        cfg = resolve_recipe(load_config(args.preset, args.config, args.set), lambda c: apply_overrides(c, args.set))
+        seeds = parse_seeds(args.seeds) if args.seeds else [cfg.train.seed]
+    except (UserError, ValueError) as e:  # ValueError: a recipe the method lacks
+        raise SystemExit(f"iteacnet: {e}") from None
     out = Path(args.out or f"runs/{cfg.name}-ddp")
-    train_distributed(cfg, out, args.protocol or cfg.train.protocol, _seeds(args.seeds) if args.seeds else [cfg.train.seed])
+    train_distributed(cfg, out, args.protocol or cfg.train.protocol, seeds)
     return 0
 
 

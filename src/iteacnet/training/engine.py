@@ -21,11 +21,17 @@ from tqdm.auto import tqdm
 from iteacnet.config import ExperimentConfig, TrainConfig
 from iteacnet.data.batching import Batch, iterate_batches, iterate_utterance_batches
 from iteacnet.data.corpus import Corpus
-from iteacnet.evaluation.metrics import compute_metrics
-from iteacnet.evaluation.splits import Split, make_split
+from iteacnet.data.splits import Split, make_split
+from iteacnet.errors import UserError
 from iteacnet.masking import achieved_rate, fixed_mask, sample_mask, stable_seed
+from iteacnet.metrics import compute_metrics
 from iteacnet.models.base import BatchTotals, Method, ModelInput, ModelSpec
-from iteacnet.training.checkpoint import load_training_state, save_checkpoint, save_training_state
+from iteacnet.training.checkpoint import (
+    check_resume_config,
+    load_training_state,
+    save_checkpoint,
+    save_training_state,
+)
 from iteacnet.training.frameworks import build_method
 
 
@@ -366,7 +372,7 @@ def fit(
     torch.manual_seed(train.seed)  # parameter init and dropout are seeded per run
     method = build_method(data.spec, cfg.model).to(train.device)
     if parallel is not None and getattr(method, "couples_batch", False):
-        raise ValueError(f"{cfg.model.method} cannot train data-parallel: its loss couples the utterances of a "
+        raise UserError(f"{cfg.model.method} cannot train data-parallel: its loss couples the utterances of a "
                          "batch (see its couples_batch); train it in one process")
     opt = make_optimizer(method, train)
     generator = torch.Generator().manual_seed(stable_seed("train", train.seed, cfg.data.fold))
@@ -377,6 +383,7 @@ def fit(
     seconds_before = 0.0  # training time of earlier segments of a resumed run
     last = out_dir / "last" if out_dir is not None else None
     if last is not None and resume:
+        check_resume_config(last, cfg)
         restored = load_training_state(last, method, opt, generator)
         if restored is not None:
             best_state, info = restored
@@ -416,7 +423,7 @@ def fit(
         if last is not None and rank == 0:
             info = {"epoch": epoch, "best_score": best_score, "best_epoch": best_epoch, "history": history,
                     "seconds": seconds_before + time.perf_counter() - t0}
-            save_training_state(last, method, best_state, opt, generator, info)
+            save_training_state(last, method, best_state, opt, generator, info, cfg)
         done_here += 1
         if stop_after is not None and done_here >= stop_after and epoch + 1 < train.epochs:
             return FitResult(method, best_epoch, best_score, history, seconds_before + time.perf_counter() - t0)

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from iteacnet.config import ModelConfig
+from iteacnet.errors import UserError
 from iteacnet.models.base import (
     METHODS,
     BatchTotals,
@@ -47,7 +48,7 @@ def framework_defaults(framework: str) -> dict[str, Any]:
         "complete": {"teacher_kind": "TF", "teacher_layers": 3},
     }
     if framework not in table:
-        raise ValueError(f"unknown framework {framework!r}; choices: {', '.join(FRAMEWORKS)}")
+        raise UserError(f"unknown framework {framework!r}; choices: {', '.join(FRAMEWORKS)}")
     return table[framework]
 
 
@@ -142,7 +143,7 @@ def build_iteacnet(spec: ModelSpec, cfg: ModelConfig) -> nn.Module:
         return TeacherStudent(spec, cfg)
     if cfg.framework in ("gcnet", "complete"):
         return SingleModel(spec, cfg, use_masked=cfg.framework == "gcnet")
-    raise ValueError(f"unknown framework {cfg.framework!r}; choices: {', '.join(FRAMEWORKS)}")
+    raise UserError(f"unknown framework {cfg.framework!r}; choices: {', '.join(FRAMEWORKS)}")
 
 
 def build_method(spec: ModelSpec, cfg: ModelConfig) -> nn.Module:
