@@ -108,11 +108,20 @@ def train_and_score(
     result = fit(cfg, data, out_dir, parallel=parallel)
     if parallel is not None and parallel.rank > 0:
         return [], result
+    return run_rows(cfg, data, result, label, columns), result
+
+
+def run_rows(
+    cfg: ExperimentConfig, data: PreparedData, result: FitResult, label: str | None = None,
+    columns: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """A finished run's result rows: its test scores (see `train_and_score`). Shared with
+    `train_and_score_stacked`, whose members each get their own rows."""
     scores = score_test(result.method, data, cfg, selection_rates(cfg))
     complete = cfg.model.method == "iteacnet" and cfg.model.framework == "complete"  # never sees a mask
     run = {"best_epoch": result.best_epoch, "epochs_run": len(result.history), "val_waf": result.best_score,
            "train_seconds": result.seconds, "train_rate": "" if complete else describe_training_rate(cfg.train)}
-    return result_rows(cfg, label or cfg.train.protocol, scores, {**(columns or {}), **run}), result
+    return result_rows(cfg, label or cfg.train.protocol, scores, {**(columns or {}), **run})
 
 
 def run_ume(cfg: ExperimentConfig, data: PreparedData, out_dir: Path | None = None) -> tuple[list[dict[str, Any]], nn.Module]:
