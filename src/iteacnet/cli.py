@@ -294,7 +294,9 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     (out / "grid.json").write_text(json.dumps({"preset": str(src), "grid": grid, "base": cfg.to_dict()}, indent=2))
     store = ResultStore(out / "cells.jsonl")
     print(f"grid: {len(cells)} cells ({len(store.done().keys() & {c.id for c in cells})} already done) -> {out}")
-    kw = {"address": args.address} if args.executor == "ray" else {}
+    kw: dict[str, Any] = {"address": args.address} if args.executor == "ray" else {"stack": args.stack}
+    if args.executor == "ray" and args.stack > 1:
+        raise SystemExit("iteacnet benchmark: --stack works with the local executor")
     rows = run_grid(cells, store, executor=args.executor, workers=args.workers, **kw)
     md = grid_report(rows, out, title=f"Benchmark {src.stem}")
     print(md.read_text())
@@ -473,6 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--quick", action="store_true", help="the tiny synthetic grid (preset `quick`)")
     sp.add_argument("--out", help="output folder (default runs/benchmark-<preset>)")
     sp.add_argument("--workers", type=int, default=1, help="cells run in parallel")
+    sp.add_argument("--stack", type=int, default=1,
+                    help="train up to K cells that differ only in seed as one stacked run (local executor)")
     sp.add_argument("--executor", default="local", help="local | ray")
     sp.add_argument("--address", default=None, help="ray: cluster address (default: start a local Ray)")
     sp.add_argument("--seeds", help="override the grid's seeds, e.g. 0,1,2")

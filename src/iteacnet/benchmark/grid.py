@@ -159,6 +159,74 @@ def run_cell(cell: Cell) -> list[dict[str, Any]]:
     return rows
 
 
+def stack_groups(cells: list[Cell], stack: int) -> list[list[Cell]]:
+    """Cells in groups of at most `stack` that can share a stacked training run
+    (training.stacked): same variant, corpus, protocol and config but for the seed. A cell
+    that cannot be stacked (see `stack_blocker`) is a group of its own. Order is kept."""
+    from iteacnet.training.stacked import stack_blocker, stack_key
+
+    if stack < 1:
+        raise ValueError(f"stack must be >= 1, got {stack}")
+    groups: dict[str, list[list[Cell]]] = {}
+    order: list[list[Cell]] = []
+    for cell in cells:
+        cfg = ExperimentConfig.from_dict(cell.config)
+        if stack == 1 or stack_blocker(cfg) is not None:
+            order.append([cell])
+            continue
+        key = json.dumps([cell.variant, cell.corpus, cell.protocol, stack_key(cfg)])
+        open_ = groups.setdefault(key, [])
+        if not open_ or len(open_[-1]) >= stack:
+            open_.append([])
+            order.append(open_[-1])
+        open_[-1].append(cell)
+    return order
+
+
+def worker_peak_mb(device: str) -> float:
+    """This worker's peak memory so far, MB: CUDA memory allocated on a GPU (reset by
+    `run_cells` per group), else the process's peak resident set."""
+    import resource
+
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB
+
+
+def run_cells(cells: list[Cell]) -> list[list[dict[str, Any]]]:
+    """One group of `stack_groups` (a worker's job): one cell alone, or the group's cells as
+    one stacked training run; each cell's rows, with the worker's peak memory (`peak_mb`)."""
+    import torch
+
+    from iteacnet.evaluation.protocols import train_and_score_stacked
+    from iteacnet.training.engine import prepare
+
+    device = cells[0].config["train"]["device"]
+    if device.startswith("cuda") and torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    if len(cells) == 1:
+        out = [run_cell(cells[0])]
+    else:
+        t0 = time.perf_counter()
+        cfgs = [ExperimentConfig.from_dict(c.config) for c in cells]
+        data_d = cells[0].config["data"]
+        corpus = _corpus(json.dumps({k: v for k, v in data_d.items() if k not in SPLIT_FIELDS}, sort_keys=True))
+        data = prepare(corpus, cfgs[0])
+        columns = [{"variant": c.variant, "variant_label": VARIANTS[c.variant].label, "cell": c.id} for c in cells]
+        out = train_and_score_stacked(cfgs, data, label=cells[0].protocol, columns=columns)
+        share = round((time.perf_counter() - t0) / len(cells), 2)
+        for rows in out:  # a cell's share of the group's time
+            for row in rows:
+                row["train_seconds"] = share
+    peak = worker_peak_mb(device)
+    for rows in out:
+        for row in rows:
+            row["peak_mb"] = peak
+    return out
+
+
 # ---------------------------------------------------------------------------- the store
 class ResultStore:
     """Append-only JSONL of finished cells; a torn last line (a kill mid-write) is ignored."""

@@ -173,8 +173,10 @@ def _sliceable(key: str, v: Any, shape: torch.Size) -> bool:
 
 
 def member_optimizer_state(state: dict[str, Any], shapes: list[torch.Size], k: int) -> dict[str, Any]:
-    """Member k's optimizer state from the stacked one: elementwise state sliced, the step shared."""
-    out = {pid: {key: (v[k] if _sliceable(key, v, shapes[pid]) else v) for key, v in st.items()}
+    """Member k's optimizer state from the stacked one (`shapes`: a member's parameter shapes):
+    elementwise state (K, ...) sliced, the step shared."""
+    out = {pid: {key: (v[k] if torch.is_tensor(v) and _sliceable(key, v[0] if v.dim() else v, shapes[pid]) else v)
+                 for key, v in st.items()}
            for pid, st in state["state"].items()}
     return {"state": out, "param_groups": state["param_groups"]}
 
@@ -186,6 +188,41 @@ def stacked_optimizer_state(states: list[dict[str, Any]], member_shapes: list[to
         out[pid] = {key: (torch.stack([s["state"][pid][key] for s in states])
                           if _sliceable(key, v, member_shapes[pid]) else v) for key, v in st.items()}
     return {"state": out, "param_groups": states[0]["param_groups"]}
+
+
+class Stack:
+    """K members' weights stacked (K, ...) and their training step, vmapped over K."""
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        self.K = len(members)
+        self.params, self.buffers = torch.func.stack_module_state(list(members))  # type: ignore[arg-type]
+        self.step = _Step(copy.deepcopy(members[0]))  # its own weights are never used
+        weights = {f"method.{n}": p for n, p in self.params.items()}
+        consts = {f"method.{n}": b for n, b in self.buffers.items()}
+
+        def member_loss(w: dict[str, torch.Tensor], b: dict[str, torch.Tensor], parts: dict[str, Any],
+                        mask: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+            batch = Batch(**parts, dialogues=[])
+            return torch.func.functional_call(self.step, (w, b), (batch, mask))  # type: ignore[no-any-return]
+
+        vmapped = torch.func.vmap(member_loss, randomness="different")
+        self._losses = lambda parts, mask: vmapped(weights, consts, parts, mask)
+
+    def train(self, mode: bool = True) -> None:
+        self.step.train(mode)
+
+    def losses(
+        self, batches: Sequence[Batch], masks: Sequence[torch.Tensor], device: str
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(K,) training losses of the members on their own batches under their own masks
+        (CPU batches, as drawn), and (K,) named terms; differentiable in `params`."""
+        parts, mask = stack_batches(batches, masks)
+        with dense_layout():
+            total, terms = self._losses(_to(parts, device), mask.to(device))
+        return total, terms
+
+    def load_member(self, module: nn.Module, k: int) -> None:
+        load_member(module, self.params, self.buffers, k)
 
 
 # ---------------------------------------------------------------------------- fit
@@ -241,22 +278,13 @@ def fit_stacked(
     if start == 0:  # the stack's dropout stream; on resume it comes from last/ (load_training_state)
         torch.manual_seed(stable_seed("stack-dropout", *[c.train.seed for c in cfgs]))
 
-    params, buffers = torch.func.stack_module_state(members)  # type: ignore[arg-type]
+    stack = Stack(members)
+    params, buffers = stack.params, stack.buffers
     shapes = [p.shape for group in members[0].param_groups(train.lr, train.router_lr)  # type: ignore[operator]
               for p in group["params"]]
     opt = make_optimizer(_StackedGroups(members[0], params), train)  # type: ignore[arg-type]
     if start > 0:
         opt.load_state_dict(stacked_optimizer_state([o.state_dict() for o in alone], shapes))
-    step = _Step(copy.deepcopy(members[0]))
-    weights = {f"method.{n}": p for n, p in params.items()}
-    consts = {f"method.{n}": b for n, b in buffers.items()}
-
-    def member_loss(w: dict[str, torch.Tensor], b: dict[str, torch.Tensor], parts: dict[str, Any],
-                    mask: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
-        batch = Batch(**parts, dialogues=[])
-        return torch.func.functional_call(step, (w, b), (batch, mask))  # type: ignore[no-any-return]
-
-    stacked_loss = torch.func.vmap(member_loss, randomness="different")
     t0 = time.perf_counter()
     done_here = 0
 
@@ -264,14 +292,14 @@ def fit_stacked(
         out = []
         seconds = (time.perf_counter() - t0) / K
         for k in range(K):
-            load_member(members[k], params, buffers, k)
+            stack.load_member(members[k], k)
             if final and best[k] is not None:
                 members[k].load_state_dict(best[k])  # type: ignore[arg-type]
             out.append(FitResult(members[k], best_epoch[k], best_score[k], history[k], seconds))
         return out
 
     for epoch in range(start, train.epochs):
-        step.train()
+        stack.train()
         lists = [list(iterate_batches(data.corpus, data.split.train, train.batch_size, g)) for g in gens]
         if len({len(x) for x in lists}) > 1:
             raise StackError("the members' epochs have different numbers of batches")
@@ -279,10 +307,8 @@ def fit_stacked(
         for j in range(len(lists[0])):
             batches = [x[j] for x in lists]
             masks = [training_mask(b, train, g) for b, g in zip(batches, gens)]  # each member's own draws
-            parts, mask = stack_batches(batches, masks)
             opt.zero_grad(set_to_none=True)
-            with dense_layout():
-                total, terms = stacked_loss(weights, consts, _to(parts, train.device), mask.to(train.device))
+            total, terms = stack.losses(batches, masks, train.device)
             total.sum().backward()  # the members are independent: d(sum)/d(member k) = member k's gradient
             if train.grad_clip > 0:
                 clip_per_member(list(params.values()), train.grad_clip)
@@ -295,7 +321,7 @@ def fit_stacked(
         evaluate = (epoch + 1) % train.eval_every == 0 or epoch + 1 == train.epochs
         for k in range(K):
             if evaluate or lasts[k] is not None:
-                load_member(members[k], params, buffers, k)
+                stack.load_member(members[k], k)
             if evaluate:
                 score = selection_score(score_masks(members[k], data, "valid", val_masks, train.batch_size, train.device))
                 rows[k]["val_waf"] = score
