@@ -474,7 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("benchmark", cmd_benchmark, "run a grid of methods x corpora x protocols x seeds x folds x rates (resumable)")
     sp.add_argument("--quick", action="store_true", help="the tiny synthetic grid (preset `quick`)")
     sp.add_argument("--out", help="output folder (default runs/benchmark-<preset>)")
-    sp.add_argument("--workers", type=int, default=1, help="cells run in parallel")
+    sp.add_argument("--workers", type=int, default=1,
+                    help="cells (or stacks) run in parallel worker processes; with device cuda they share the GPU")
     sp.add_argument("--stack", type=int, default=1,
                     help="train up to K cells that differ only in seed as one stacked run (local executor)")
     sp.add_argument("--executor", default="local", help="local | ray")

@@ -81,8 +81,6 @@ def stack_blocker(cfg: ExperimentConfig) -> str | None:
         return f"batch_unit={train.batch_unit!r} is not stackable (batches of conversations only)"
     if getattr(train, "lr_schedule", "constant") != "constant":
         return f"lr_schedule={train.lr_schedule!r} is not stackable yet"
-    if int(cfg.model.baseline_kwargs().get("pretrain_epochs", 0)) > 0:
-        return "a pretraining stage is not stackable"
     return None
 
 
@@ -141,6 +139,19 @@ def stack_batches(batches: Sequence[Batch], masks: Sequence[torch.Tensor]) -> tu
         "index": torch.stack([_pad(b.index, B, T, -1) for b in batches]),
     }
     return parts, torch.stack([_pad(m, B, T, False) for m in masks])
+
+
+def length_buckets(lengths: Sequence[int], slack: float = 1.25) -> list[list[int]]:
+    """Members grouped for one vmapped call each: sorted by batch length T (longest first),
+    a group takes members while the group's longest is at most `slack` times theirs."""
+    order = sorted(range(len(lengths)), key=lambda k: -lengths[k])
+    groups: list[list[int]] = []
+    for k in order:
+        if groups and lengths[groups[-1][0]] <= slack * lengths[k]:
+            groups[-1].append(k)
+        else:
+            groups.append([k])
+    return groups
 
 
 def _to(parts: dict[str, Any], device: str) -> dict[str, Any]:
@@ -205,20 +216,39 @@ class Stack:
             batch = Batch(**parts, dialogues=[])
             return torch.func.functional_call(self.step, (w, b), (batch, mask))  # type: ignore[no-any-return]
 
-        vmapped = torch.func.vmap(member_loss, randomness="different")
-        self._losses = lambda parts, mask: vmapped(weights, consts, parts, mask)
+        self._vmapped = torch.func.vmap(member_loss, randomness="different")
+        self._weights, self._consts = weights, consts
 
     def train(self, mode: bool = True) -> None:
         self.step.train(mode)
 
     def losses(
-        self, batches: Sequence[Batch], masks: Sequence[torch.Tensor], device: str
+        self, batches: Sequence[Batch], masks: Sequence[torch.Tensor], device: str, slack: float = 1.25
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(K,) training losses of the members on their own batches under their own masks
-        (CPU batches, as drawn), and (K,) named terms; differentiable in `params`."""
-        parts, mask = stack_batches(batches, masks)
-        with dense_layout():
-            total, terms = self._losses(_to(parts, device), mask.to(device))
+        (CPU batches, as drawn), and (K,) named terms; differentiable in `params`.
+
+        Members whose batches have similar lengths (`length_buckets`) run as one vmapped call,
+        padded to their longest: each member's batches come in its own random order, and one
+        pad to the longest of all K would multiply the work of short batches."""
+        outs: list[tuple[torch.Tensor, dict[str, torch.Tensor]]] = []
+        order: list[int] = []
+        for group in length_buckets([b.valid.shape[1] for b in batches], slack):
+            parts, mask = stack_batches([batches[k] for k in group], [masks[k] for k in group])
+            if len(group) == self.K:  # all members: the stacked weights as they are
+                w, c = self._weights, self._consts
+            else:  # a gather: the gradients flow back into the members' slices
+                idx = torch.tensor(group, device=next(iter(self.params.values())).device)
+                w = {n: p.index_select(0, idx) for n, p in self._weights.items()}
+                c = {n: b.index_select(0, idx) for n, b in self._consts.items()}
+            with dense_layout():
+                outs.append(self._vmapped(w, c, _to(parts, device), mask.to(device)))
+            order += group
+        if len(outs) == 1 and order == list(range(self.K)):
+            return outs[0]
+        inv = torch.argsort(torch.tensor(order))
+        total = torch.cat([o[0] for o in outs])[inv.to(outs[0][0].device)]
+        terms = {n: torch.cat([o[1][n] for o in outs])[inv.to(outs[0][0].device)] for n in outs[0][1]}
         return total, terms
 
     def load_member(self, module: nn.Module, k: int) -> None:
@@ -255,6 +285,8 @@ def fit_stacked(
         raise ValueError(f"{K} runs but {len(dirs)} output folders")
     cfg, train = cfgs[0], cfgs[0].train
     members = [init_method(c, data.spec) for c in cfgs]
+    if hasattr(members[0], "pretrain_loss") or hasattr(members[0], "end_pretraining"):
+        raise StackError(f"{cfg.model.method} has a pretraining stage, which is not stackable")
     gens = [batch_generator(c) for c in cfgs]
     alone = [make_optimizer(m, train) for m in members]  # each member's own, for its last/ state
     val_masks = eval_masks(data, "valid", selection_rates(cfg), cfg.eval.mask_seed)
