@@ -189,7 +189,7 @@ def _grid_cells(seeds, variants):
     return expand(spec, base)
 
 
-def test_grid_groups_only_cells_that_differ_in_their_seed():
+def test_grid_groups_only_cells_that_differ_in_their_seed(capsys):
     cells = _grid_cells(seeds=range(5), variants=("iteacnet", "ae", "gcnet", "mmin"))
     groups = stack_groups(cells, 4)
     assert sorted(c.id for g in groups for c in g) == sorted(c.id for c in cells)
@@ -204,6 +204,7 @@ def test_grid_groups_only_cells_that_differ_in_their_seed():
     sizes = sorted(len(g) for g in groups if g[0].variant == "iteacnet")
     assert sizes == [1, 1, 1, 4, 4, 4]  # UME and two IME rates: 5 seeds = 4 + 1 each
     assert all(len(g) == 1 for g in stack_groups(cells, 1))
+    assert "train unstacked: gcnet is not stackable" in capsys.readouterr().err
 
 
 def test_grid_with_stack_gives_the_unstacked_rows(tmp_path):
@@ -215,3 +216,20 @@ def test_grid_with_stack_gives_the_unstacked_rows(tmp_path):
     for a, b in zip(plain, stacked):
         assert b["waf"] == pytest.approx(a["waf"], abs=1e-6) and b["peak_mb"] > 0
         assert ("stacked" in b) == (b["method"] == "iteacnet")
+
+
+def test_cli_stack_needs_the_local_executor(tmp_path):
+    from iteacnet.cli import main
+
+    with pytest.raises(SystemExit, match="local executor"):
+        main(["benchmark", "--quick", "--out", str(tmp_path), "--executor", "ray", "--stack", "2"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_stacked_on_cuda_matches_cpu(data):
+    cfgs = _seeds(_cfg())
+    on_cpu = fit_stacked(cfgs, data)
+    on_gpu = fit_stacked([replace(c, **{"train.device": "cuda"}) for c in cfgs], data)
+    for a, b in zip(on_cpu, on_gpu):
+        for k, v in a.method.state_dict().items():
+            torch.testing.assert_close(b.method.state_dict()[k].cpu(), v, rtol=1e-3, atol=1e-3, msg=k)

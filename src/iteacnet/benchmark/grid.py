@@ -11,6 +11,7 @@ import functools
 import hashlib
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -169,9 +170,13 @@ def stack_groups(cells: list[Cell], stack: int) -> list[list[Cell]]:
         raise ValueError(f"stack must be >= 1, got {stack}")
     groups: dict[str, list[list[Cell]]] = {}
     order: list[list[Cell]] = []
+    alone: dict[str, int] = {}  # why -> how many cells train unstacked
     for cell in cells:
         cfg = ExperimentConfig.from_dict(cell.config)
-        if stack == 1 or stack_blocker(cfg) is not None:
+        why = stack_blocker(cfg) if stack > 1 else None
+        if stack == 1 or why is not None:
+            if why is not None:
+                alone[why] = alone.get(why, 0) + 1
             order.append([cell])
             continue
         key = json.dumps([cell.variant, cell.corpus, cell.protocol, stack_key(cfg)])
@@ -180,6 +185,8 @@ def stack_groups(cells: list[Cell], stack: int) -> list[list[Cell]]:
             open_.append([])
             order.append(open_[-1])
         open_[-1].append(cell)
+    for why, n in alone.items():
+        print(f"note: {n} cell(s) train unstacked: {why}", file=sys.stderr)
     return order
 
 

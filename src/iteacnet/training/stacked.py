@@ -311,7 +311,7 @@ def fit_stacked(
         torch.manual_seed(stable_seed("stack-dropout", *[c.train.seed for c in cfgs]))
 
     stack = Stack(members)
-    params, buffers = stack.params, stack.buffers
+    params = stack.params
     shapes = [p.shape for group in members[0].param_groups(train.lr, train.router_lr)  # type: ignore[operator]
               for p in group["params"]]
     opt = make_optimizer(_StackedGroups(members[0], params), train)  # type: ignore[arg-type]
