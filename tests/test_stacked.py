@@ -93,11 +93,16 @@ def test_padding_a_batch_does_not_change_its_loss(data):
     assert small.valid.shape != big.valid.shape
     mask = training_mask(small, cfg.train, gen)
     method.train()
-    alone = step_loss(method, small, mask, whole_batch_totals(small, mask)).total
+    alone = step_loss(method, small, mask, whole_batch_totals(small, mask)).total.detach()
     stack = Stack([method, method])
     stack.train()
-    total, _ = stack.losses([small, big], [mask, training_mask(big, cfg.train, gen)], "cpu")
-    assert float(total[0]) == pytest.approx(float(alone), rel=1e-5)
+    masks = [mask, training_mask(big, cfg.train, gen)]
+    with torch.no_grad():
+        padded, _ = stack.losses([small, big], masks, "cpu", slack=math.inf)  # one call: small padded to big
+        grouped, _ = stack.losses([small, big], masks, "cpu")  # length buckets: two calls, no padding
+    assert float(padded[0]) == pytest.approx(float(alone), rel=1e-5)
+    assert float(grouped[0]) == pytest.approx(float(alone), rel=1e-5)
+    assert float(grouped[1]) == pytest.approx(float(padded[1]), rel=1e-5)
 
 
 def test_member_checkpoints_load_and_predict_alone(data, tmp_path):
@@ -233,3 +238,11 @@ def test_stacked_on_cuda_matches_cpu(data):
     for a, b in zip(on_cpu, on_gpu):
         for k, v in a.method.state_dict().items():
             torch.testing.assert_close(b.method.state_dict()[k].cpu(), v, rtol=1e-3, atol=1e-3, msg=k)
+
+
+def test_length_buckets():
+    from iteacnet.training.stacked import length_buckets
+
+    assert length_buckets([63, 20, 30, 12, 62, 21]) == [[0, 4], [2], [5, 1], [3]]
+    assert length_buckets([10, 10, 10]) == [[0, 1, 2]]
+    assert length_buckets([50, 10], slack=math.inf) == [[0, 1]]

@@ -223,10 +223,13 @@ class Stack:
         self.step.train(mode)
 
     def losses(
-        self, batches: Sequence[Batch], masks: Sequence[torch.Tensor], device: str, slack: float = 1.25
+        self, batches: Sequence[Batch], masks: Sequence[torch.Tensor], device: str, slack: float = 1.25,
+        backward: bool = False,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(K,) training losses of the members on their own batches under their own masks
-        (CPU batches, as drawn), and (K,) named terms; differentiable in `params`.
+        (CPU batches, as drawn), and (K,) named terms; differentiable in `params`. With
+        `backward`, each group's gradients are accumulated into `params` at once (its
+        activations freed before the next group runs) and the losses come back detached.
 
         Members whose batches have similar lengths (`length_buckets`) run as one vmapped call,
         padded to their longest: each member's batches come in its own random order, and one
@@ -242,7 +245,11 @@ class Stack:
                 w = {n: p.index_select(0, idx) for n, p in self._weights.items()}
                 c = {n: b.index_select(0, idx) for n, b in self._consts.items()}
             with dense_layout():
-                outs.append(self._vmapped(w, c, _to(parts, device), mask.to(device)))
+                total, terms = self._vmapped(w, c, _to(parts, device), mask.to(device))
+            if backward:  # the members are independent: d(sum)/d(member k) = member k's gradient
+                total.sum().backward()
+                total = total.detach()
+            outs.append((total, terms))
             order += group
         if len(outs) == 1 and order == list(range(self.K)):
             return outs[0]
@@ -340,8 +347,7 @@ def fit_stacked(
             batches = [x[j] for x in lists]
             masks = [training_mask(b, train, g) for b, g in zip(batches, gens)]  # each member's own draws
             opt.zero_grad(set_to_none=True)
-            total, terms = stack.losses(batches, masks, train.device)
-            total.sum().backward()  # the members are independent: d(sum)/d(member k) = member k's gradient
+            _, terms = stack.losses(batches, masks, train.device, backward=True)  # gradients into params
             if train.grad_clip > 0:
                 clip_per_member(list(params.values()), train.grad_clip)
             opt.step()
