@@ -10,9 +10,10 @@ and test scoring. Reported per mode: cells/hour, the ratio to 1 worker x K = 1 o
 invocation, and peak memory: the `peak_mb` the grid records per job (CPU: the worker
 process's peak resident set, which includes Python, torch and the corpus, given with the
 process's resident set before any training; CUDA: `torch.cuda.max_memory_allocated` of the
-job).
+job). With `--rounds R` the modes run R times in alternating order and each reports its
+median round (a shared machine's load changes by the minute).
 
-    python benchmarks/throughput.py --out throughput.json                     # CPU, ~4 min
+    python benchmarks/throughput.py --rounds 2 --out throughput.json          # CPU, ~15 min
     python benchmarks/throughput.py --device cuda --workers 1,4 --stacks 1,4,16 --epochs 2
     python benchmarks/throughput.py --quick                                   # synthetic, seconds
 """
@@ -23,6 +24,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -75,6 +77,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=1, help="epochs per cell (cut from the preset's for the measurement)")
     p.add_argument("--workers", default="1,2", help="worker counts to measure (K = 1)")
     p.add_argument("--stacks", default="4,16", help="stack sizes to measure (1 worker)")
+    p.add_argument("--rounds", type=int, default=1, help="rounds over the modes, in alternating order")
     p.add_argument("--cells", type=int, default=4, help="cells per mode (at least K)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads per worker (1: on a shared machine, OpenMP threads waiting for a busy core slow an epoch many times)")
@@ -93,8 +96,11 @@ def main() -> None:
         return
     modes = [(int(w), 1) for w in args.workers.split(",") if w] + [(1, int(k)) for k in args.stacks.split(",") if k and int(k) > 1]
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    results = []
-    for w, k in modes:
+    runs: dict[tuple[int, int], list[dict[str, Any]]] = {m: [] for m in modes}
+    # Rounds alternate the order (A B C, C B A, ...) so a load change on a shared machine
+    # weighs on every mode alike; a mode's figure is its median round.
+    schedule = [m for r in range(args.rounds) for m in (modes if r % 2 == 0 else modes[::-1])]
+    for w, k in schedule:
         n = max(args.cells, k, w)
         cmd = [sys.executable, __file__, "--preset", args.preset, "--epochs", str(args.epochs), "--threads",
                str(args.threads), "--device", args.device, "--one-workers", str(w), "--one-stack", str(k),
@@ -104,17 +110,29 @@ def main() -> None:
         if out.returncode != 0 or not line:
             raise SystemExit(f"mode workers={w} stack={k} failed:\n{out.stderr[-3000:]}")
         res = json.loads(line[0][7:])
-        results.append(res)
+        runs[(w, k)].append(res)
         print(f"workers={w:<2} stack={k:<3} cells={res['cells']:<3} {res['seconds']:8.1f} s  "
               f"{res['cells_per_hour']:8.1f} cells/h  peak {res['peak_mb_per_job']:.0f} MB/job "
               f"(process before training {res['driver_rss_before_mb']:.0f} MB)  stacked rows {res['stacked_rows']}/{res['rows']}  "
               f"load {res['loadavg_1min_before_after']}", flush=True)
+    results = []
+    for m in modes:
+        rs = runs[m]
+        med = dict(rs[0])
+        med["cells_per_hour_rounds"] = [r["cells_per_hour"] for r in rs]
+        med["cells_per_hour"] = round(statistics.median(med["cells_per_hour_rounds"]), 1)
+        med["seconds_rounds"] = [r["seconds"] for r in rs]
+        med["loadavg_rounds"] = [r["loadavg_1min_before_after"] for r in rs]
+        med["peak_mb_per_job"] = max(r["peak_mb_per_job"] for r in rs)
+        for key in ("seconds", "loadavg_1min_before_after"):
+            med.pop(key)
+        results.append(med)
     base = next((r for r in results if r["workers"] == 1 and r["stack"] == 1), None)
     if base is not None:
         for r in results:
             r["ratio_to_1x1"] = round(r["cells_per_hour"] / base["cells_per_hour"], 2)
         print("ratios to 1 worker, K = 1: " + ", ".join(f"W{r['workers']}/K{r['stack']} {r['ratio_to_1x1']}x" for r in results))
-    meta = {"preset": args.preset, "epochs": args.epochs, "device": args.device, "threads": args.threads,
+    meta = {"preset": args.preset, "epochs": args.epochs, "rounds": args.rounds, "device": args.device, "threads": args.threads,
             "cpus": os.cpu_count(), "set": args.set, "note": "epochs cut for the measurement; cells differ only in seed"}
     if args.out:
         Path(args.out).write_text(json.dumps({"meta": meta, "modes": results}, indent=2) + "\n")
