@@ -246,3 +246,17 @@ def test_length_buckets():
     assert length_buckets([63, 20, 30, 12, 62, 21]) == [[0, 4], [2], [5, 1], [3]]
     assert length_buckets([10, 10, 10]) == [[0, 1, 2]]
     assert length_buckets([50, 10], slack=math.inf) == [[0, 1]]
+
+
+@pytest.mark.parametrize("method,over,seeds,epochs_run", [
+    # seed 4 stops one evaluation later than seed 0: a stopped member stays frozen in the stack
+    ("cra", {"train.patience": 2, "train.lr": 3e-3, "train.epochs": 6}, (0, 4), [3, 4]),
+    ("ae", {"train.batch_unit": "utterances", "train.lr_schedule": "linear", "train.lr_constant_epochs": 1,
+            "train.epochs": 3}, (0, 1), [3, 3]),
+])
+def test_stacked_follows_early_stopping_utterance_batches_and_lr_schedule(data, method, over, seeds, epochs_run):
+    cfgs = [replace(_cfg(method), **{**over, "train.seed": s}) for s in seeds]
+    stacked = fit_stacked(cfgs, data)
+    assert [len(r.history) for r in stacked] == epochs_run
+    for cfg, member in zip(cfgs, stacked):
+        _assert_same_run(fit(cfg, data), member, data, cfg)

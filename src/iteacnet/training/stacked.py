@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from iteacnet.config import ExperimentConfig
-from iteacnet.data.batching import Batch, iterate_batches
+from iteacnet.data.batching import Batch
 from iteacnet.masking import stable_seed
 from iteacnet.models.base import dense_layout
 from iteacnet.training.checkpoint import load_training_state, save_training_state
@@ -49,7 +49,10 @@ from iteacnet.training.engine import (
     score_masks,
     selection_rates,
     selection_score,
+    set_epoch_lr,
     step_loss,
+    stopped_early,
+    training_batches,
     training_mask,
     whole_batch_totals,
 )
@@ -74,13 +77,6 @@ def stack_blocker(cfg: ExperimentConfig) -> str | None:
     if method not in STACKABLE:
         why = NOT_STACKABLE.get(method, "its training step is not known to vmap")
         return f"{method} is not stackable: {why}"
-    train = cfg.train
-    if getattr(train, "patience", 0) > 0:
-        return "early stopping (train.patience) ends members at different epochs"
-    if getattr(train, "batch_unit", "conversations") != "conversations":
-        return f"batch_unit={train.batch_unit!r} is not stackable (batches of conversations only)"
-    if getattr(train, "lr_schedule", "constant") != "constant":
-        return f"lr_schedule={train.lr_schedule!r} is not stackable yet"
     return None
 
 
@@ -301,7 +297,8 @@ def fit_stacked(
     best: list[dict[str, torch.Tensor] | None] = [None] * K
     best_score, best_epoch = [float("-inf")] * K, [-1] * K
     history: list[list[dict[str, float]]] = [[] for _ in range(K)]
-    starts = []
+    starts: list[int] = []
+    seconds_before = 0.0  # a resumed stack's earlier segments (per member)
     lasts = [d / "last" if d is not None else None for d in dirs]
     for k in range(K):
         restored = load_training_state(lasts[k], members[k], alone[k], gens[k]) if lasts[k] is not None and resume else None  # type: ignore[arg-type]
@@ -309,11 +306,16 @@ def fit_stacked(
             starts.append(0)
             continue
         best[k], info = restored
+        seconds_before = max(seconds_before, float(info.get("seconds", 0.0)))
         best_score[k], best_epoch[k], history[k] = info["best_score"], info["best_epoch"], info["history"]
         starts.append(info["epoch"] + 1)
-    if len(set(starts)) > 1:
+    # A member that stopped early (train.patience) keeps its place in the stack, frozen: its
+    # weights still move but its history, selection and files no longer do.
+    active = [not stopped_early(history[k], best_epoch[k], train) for k in range(K)]
+    running = {starts[k] for k in range(K) if active[k]} or {max(starts)}
+    if len(running) > 1:
         raise StackError(f"the members resume from different epochs {starts}: train them separately")
-    start = starts[0]
+    start = running.pop()
     if start == 0:  # the stack's dropout stream; on resume it comes from last/ (load_training_state)
         torch.manual_seed(stable_seed("stack-dropout", *[c.train.seed for c in cfgs]))
 
@@ -329,7 +331,7 @@ def fit_stacked(
 
     def results(final: bool) -> list[FitResult]:
         out = []
-        seconds = (time.perf_counter() - t0) / K
+        seconds = seconds_before + (time.perf_counter() - t0) / K
         for k in range(K):
             stack.load_member(members[k], k)
             if final and best[k] is not None:
@@ -338,8 +340,12 @@ def fit_stacked(
         return out
 
     for epoch in range(start, train.epochs):
+        active = [a and not stopped_early(history[k], best_epoch[k], train) for k, a in enumerate(active)]
+        if not any(active):
+            break
+        set_epoch_lr(opt, train, epoch)
         stack.train()
-        lists = [list(iterate_batches(data.corpus, data.split.train, train.batch_size, g)) for g in gens]
+        lists = [list(training_batches(data, train, g)) for g in gens]
         if len({len(x) for x in lists}) > 1:
             raise StackError("the members' epochs have different numbers of batches")
         sums: dict[str, torch.Tensor] = {}
@@ -358,6 +364,8 @@ def fit_stacked(
         rows: list[dict[str, float]] = [{"epoch": epoch, **{name: vs[k] for name, vs in means.items()}} for k in range(K)]
         evaluate = (epoch + 1) % train.eval_every == 0 or epoch + 1 == train.epochs
         for k in range(K):
+            if not active[k]:
+                continue
             if evaluate or lasts[k] is not None:
                 stack.load_member(members[k], k)
             if evaluate:
@@ -369,7 +377,8 @@ def fit_stacked(
             history[k].append(rows[k])
             if lasts[k] is not None:
                 alone[k].load_state_dict(member_optimizer_state(opt.state_dict(), shapes, k))
-                info = {"epoch": epoch, "best_score": best_score[k], "best_epoch": best_epoch[k], "history": history[k]}
+                info = {"epoch": epoch, "best_score": best_score[k], "best_epoch": best_epoch[k], "history": history[k],
+                        "seconds": seconds_before + (time.perf_counter() - t0) / K}
                 save_training_state(lasts[k], members[k], best[k], alone[k], gens[k], info)  # type: ignore[arg-type]
         done_here += 1
         if stop_after is not None and done_here >= stop_after and epoch + 1 < train.epochs:
