@@ -1,8 +1,8 @@
 """Grid throughput: cells per hour for one UME cell of a preset, by workers and stack size.
 
 Issue 13. The cell is the `iteacnet` variant (ITS) under UME on the preset's corpus (default
-`paper-mosi`: CMU-MOSI, text-minilm-384 + audio-opensmile-73, no visual), with the epochs cut
-to `--epochs` so the measurement takes minutes. Cells differ only in seed. Every mode (W
+`paper-mosi`: CMU-MOSI, text-minilm-384 + audio-opensmile-73, no visual; its recipe), with
+the epochs cut to `--epochs` so the measurement takes minutes. Cells differ only in seed. Every mode (W
 worker processes, stacks of K seeds) runs in a fresh subprocess, one after the other in one
 invocation, through the grid's own executor (`run_grid`, as `iteacnet benchmark --workers W
 --stack K` runs it); its wall time covers worker start, corpus loading, training, validation
@@ -37,12 +37,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _cells(preset: str, epochs: int, n: int, device: str, overrides: list[str]) -> list[Any]:
     from iteacnet.benchmark.grid import GridSpec, expand
-    from iteacnet.cli import load_config
+    from iteacnet.cli import apply_overrides, load_config
 
-    cfg = load_config(preset, None, [f"train.epochs={epochs}", f"train.device={device}", *overrides])
-    corpus = "synthetic" if cfg.data.corpus == "synthetic" else cfg.data.corpus
-    spec = GridSpec(variants=("iteacnet",), corpora=((corpus, ()),), seeds=tuple(range(n)), protocols=("ume",))
-    return expand(spec, cfg)
+    sets = [f"train.epochs={epochs}", f"train.device={device}", *overrides]
+    cfg = load_config(preset, None, sets)
+    spec = GridSpec(variants=("iteacnet",), corpora=((cfg.data.corpus, ()),), seeds=tuple(range(n)), protocols=("ume",))
+    # As `iteacnet benchmark` does: the method's recipe (train.recipe="own"), then our overrides win.
+    return expand(spec, cfg, reapply=lambda c: apply_overrides(c, sets))
 
 
 def run_mode(args: argparse.Namespace) -> dict[str, Any]:
