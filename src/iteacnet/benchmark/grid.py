@@ -154,9 +154,12 @@ def run_cell(cell: Cell) -> list[dict[str, Any]]:
     corpus = _corpus(json.dumps({k: v for k, v in data_d.items() if k not in SPLIT_FIELDS}, sort_keys=True))
     data = prepare(corpus, cfg)
     columns = {"variant": cell.variant, "variant_label": VARIANTS[cell.variant].label, "cell": cell.id}
+    _reset_peak(cfg.train.device)
     rows, _ = train_and_score(cfg, data, label=cell.protocol, columns=columns)
+    peak = worker_peak_mb(cfg.train.device)
     for row in rows:  # a cell's time: loading and scoring included
         row["train_seconds"] = round(time.perf_counter() - t0, 2)
+        row["peak_mb"] = peak
     return rows
 
 
@@ -202,34 +205,35 @@ def worker_peak_mb(device: str) -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB
 
 
+def _reset_peak(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
 def run_cells(cells: list[Cell]) -> list[list[dict[str, Any]]]:
     """One group of `stack_groups` (a worker's job): one cell alone, or the group's cells as
     one stacked training run; each cell's rows, with the worker's peak memory (`peak_mb`)."""
-    import torch
-
     from iteacnet.evaluation.protocols import train_and_score_stacked
     from iteacnet.training.engine import prepare
 
-    device = cells[0].config["train"]["device"]
-    if device.startswith("cuda") and torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
     if len(cells) == 1:
-        out = [run_cell(cells[0])]
-    else:
-        t0 = time.perf_counter()
-        cfgs = [ExperimentConfig.from_dict(c.config) for c in cells]
-        data_d = cells[0].config["data"]
-        corpus = _corpus(json.dumps({k: v for k, v in data_d.items() if k not in SPLIT_FIELDS}, sort_keys=True))
-        data = prepare(corpus, cfgs[0])
-        columns = [{"variant": c.variant, "variant_label": VARIANTS[c.variant].label, "cell": c.id} for c in cells]
-        out = train_and_score_stacked(cfgs, data, label=cells[0].protocol, columns=columns)
-        share = round((time.perf_counter() - t0) / len(cells), 2)
-        for rows in out:  # a cell's share of the group's time
-            for row in rows:
-                row["train_seconds"] = share
+        return [run_cell(cells[0])]
+    device = cells[0].config["train"]["device"]
+    _reset_peak(device)
+    t0 = time.perf_counter()
+    cfgs = [ExperimentConfig.from_dict(c.config) for c in cells]
+    data_d = cells[0].config["data"]
+    corpus = _corpus(json.dumps({k: v for k, v in data_d.items() if k not in SPLIT_FIELDS}, sort_keys=True))
+    data = prepare(corpus, cfgs[0])
+    columns = [{"variant": c.variant, "variant_label": VARIANTS[c.variant].label, "cell": c.id} for c in cells]
+    out = train_and_score_stacked(cfgs, data, label=cells[0].protocol, columns=columns)
+    share = round((time.perf_counter() - t0) / len(cells), 2)
     peak = worker_peak_mb(device)
-    for rows in out:
+    for rows in out:  # a cell's share of the group's time; the job's peak memory
         for row in rows:
+            row["train_seconds"] = share
             row["peak_mb"] = peak
     return out
 
