@@ -281,7 +281,9 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         raise ConfigError(str(e).strip(chr(39))) from None
     out = Path(args.out or f"runs/benchmark-{src.stem}")
     out.mkdir(parents=True, exist_ok=True)
-    kw: dict[str, Any] = {"address": args.address} if args.executor == "ray" else {}
+    kw: dict[str, Any] = {"address": args.address} if args.executor == "ray" else {"stack": args.stack}
+    if args.executor == "ray" and args.stack > 1:
+        raise SystemExit("iteacnet benchmark: --stack works with the local executor")
     if args.executor == "local":  # the process's threads, shared among the workers
         kw["threads_per_worker"] = max(1, args.threads // max(1, args.workers))
     with ResultStore(out / "cells.jsonl") as store:
@@ -482,7 +484,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("benchmark", cmd_benchmark, "run a grid of methods x corpora x protocols x seeds x folds x rates (resumable)")
     sp.add_argument("--quick", action="store_true", help="the tiny synthetic grid (preset `quick`)")
     sp.add_argument("--out", help="output folder (default runs/benchmark-<preset>)")
-    sp.add_argument("--workers", type=int, default=1, help="cells run in parallel")
+    sp.add_argument("--workers", type=int, default=1,
+                    help="cells (or stacks) run in parallel worker processes; with device cuda they share the GPU")
+    sp.add_argument("--stack", type=int, default=1,
+                    help="train up to K cells that differ only in seed as one stacked run (local executor)")
     sp.add_argument("--executor", default="local", help="local | ray")
     sp.add_argument("--address", default=None, help="ray: cluster address (default: start a local Ray)")
     sp.add_argument("--seeds", help="override the grid's seeds, e.g. 0,1,2")

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any
 
-from iteacnet.benchmark.grid import Cell, run_cell
+from iteacnet.benchmark.grid import Cell, run_cells, stack_groups
 from iteacnet.registry import Registry
 
 OnDone = Callable[[Cell, list[dict[str, Any]]], None]
@@ -60,33 +60,40 @@ def die_with_parent(parent: int) -> None:
 class LocalExecutor:
     """Cells in `workers` processes (spawned: no forked torch state); 1 worker runs inline."""
 
-    def __init__(self, workers: int = 1, threads_per_worker: int | None = None) -> None:
+    def __init__(self, workers: int = 1, threads_per_worker: int | None = None, stack: int = 1) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self.workers = workers
+        self.stack = stack
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else mp.cpu_count()
         self.threads = threads_per_worker or max(1, cpus // workers)
 
     def run(self, cells: list[Cell], on_done: OnDone) -> None:
+        # A job is a group of cells trained as one stack (a group of one without --stack).
+        # Workers are spawned processes, so N of them can share one GPU (device cuda), each
+        # with its own CUDA context; rows carry each worker's peak memory (peak_mb).
+        jobs = stack_groups(cells, self.stack)
         if self.workers == 1:
             _init_worker(self.threads)
-            for cell in cells:
-                on_done(cell, run_cell(cell))
+            for job in jobs:
+                for cell, rows in zip(job, run_cells(job)):
+                    on_done(cell, rows)
             return
         ctx = mp.get_context("spawn")
         initargs = (self.threads, os.getpid())
         with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker, initargs=initargs) as pool:
-            pending: dict[Future, Cell] = {}
-            queue = list(cells)
+            pending: dict[Future, list[Cell]] = {}
+            queue = list(jobs)
             # Keep a bounded number in flight so an interrupt loses little queued work.
             while queue or pending:
                 while queue and len(pending) < 2 * self.workers:
-                    cell = queue.pop(0)
-                    pending[pool.submit(run_cell, cell)] = cell
+                    job = queue.pop(0)
+                    pending[pool.submit(run_cells, job)] = job
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in finished:
-                    cell = pending.pop(fut)
-                    on_done(cell, fut.result())
+                    job = pending.pop(fut)
+                    for cell, rows in zip(job, fut.result()):
+                        on_done(cell, rows)
 
 
 @EXECUTORS.register("ray")

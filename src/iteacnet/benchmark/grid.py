@@ -11,6 +11,7 @@ import functools
 import hashlib
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -156,12 +157,94 @@ def run_cell(cell: Cell) -> list[dict[str, Any]]:
     corpus = _corpus(json.dumps({k: v for k, v in data_d.items() if k not in SPLIT_FIELDS}, sort_keys=True))
     data = prepare(corpus, cfg)
     columns = {"variant": cell.variant, "variant_label": VARIANTS[cell.variant].label, "cell": cell.id}
+    _reset_peak(cfg.train.device)
     rows, _ = train_and_score(cfg, data, label=cell.protocol, columns=columns)
     threads = torch.get_num_threads()
+    peak = worker_peak_mb(cfg.train.device)
     for row in rows:  # a cell's time: loading and scoring included; the threads it had
         row["train_seconds"] = round(time.perf_counter() - t0, 2)
         row["threads"] = threads
+        row["peak_mb"] = peak
     return rows
+
+
+def stack_groups(cells: list[Cell], stack: int) -> list[list[Cell]]:
+    """Cells in groups of at most `stack` that can share a stacked training run
+    (training.stacked): same variant, corpus, protocol and config but for the seed. A cell
+    that cannot be stacked (see `stack_blocker`) is a group of its own. Order is kept."""
+    from iteacnet.training.stacked import stack_blocker, stack_key
+
+    if stack < 1:
+        raise ValueError(f"stack must be >= 1, got {stack}")
+    groups: dict[str, list[list[Cell]]] = {}
+    order: list[list[Cell]] = []
+    alone: dict[str, int] = {}  # why -> how many cells train unstacked
+    for cell in cells:
+        cfg = ExperimentConfig.from_dict(cell.config)
+        why = stack_blocker(cfg) if stack > 1 else None
+        if stack == 1 or why is not None:
+            if why is not None:
+                alone[why] = alone.get(why, 0) + 1
+            order.append([cell])
+            continue
+        key = json.dumps([cell.variant, cell.corpus, cell.protocol, stack_key(cfg)])
+        open_ = groups.setdefault(key, [])
+        if not open_ or len(open_[-1]) >= stack:
+            open_.append([])
+            order.append(open_[-1])
+        open_[-1].append(cell)
+    for why, n in alone.items():
+        print(f"note: {n} cell(s) train unstacked: {why}", file=sys.stderr)
+    return order
+
+
+def worker_peak_mb(device: str) -> float:
+    """This worker's peak memory so far, MB: CUDA memory allocated on a GPU (reset by
+    `run_cells` per group), else the process's peak resident set."""
+    import resource
+
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB
+
+
+def _reset_peak(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def run_cells(cells: list[Cell]) -> list[list[dict[str, Any]]]:
+    """One group of `stack_groups` (a worker's job): one cell alone, or the group's cells as
+    one stacked training run; each cell's rows, with the worker's peak memory (`peak_mb`)."""
+    import torch
+
+    from iteacnet.evaluation.protocols import train_and_score_stacked
+    from iteacnet.training.engine import prepare
+
+    if len(cells) == 1:
+        return [run_cell(cells[0])]
+    device = cells[0].config["train"]["device"]
+    _reset_peak(device)
+    t0 = time.perf_counter()
+    cfgs = [ExperimentConfig.from_dict(c.config) for c in cells]
+    data_d = cells[0].config["data"]
+    corpus = _corpus(json.dumps({k: v for k, v in data_d.items() if k not in SPLIT_FIELDS}, sort_keys=True))
+    data = prepare(corpus, cfgs[0])
+    columns = [{"variant": c.variant, "variant_label": VARIANTS[c.variant].label, "cell": c.id} for c in cells]
+    out = train_and_score_stacked(cfgs, data, label=cells[0].protocol, columns=columns)
+    share = round((time.perf_counter() - t0) / len(cells), 2)
+    peak = worker_peak_mb(device)
+    threads = torch.get_num_threads()
+    for rows in out:  # a cell's share of the group's time; the job's peak memory and threads
+        for row in rows:
+            row["train_seconds"] = share
+            row["peak_mb"] = peak
+            row["threads"] = threads
+    return out
 
 
 # ---------------------------------------------------------------------------- the store

@@ -7,6 +7,7 @@ Rows are the long format every report and the benchmark grid read.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -108,11 +109,47 @@ def train_and_score(
     result = fit(cfg, data, out_dir, parallel=parallel)
     if parallel is not None and parallel.rank > 0:
         return [], result
+    return run_rows(cfg, data, result, label, columns), result
+
+
+def run_rows(
+    cfg: ExperimentConfig, data: PreparedData, result: FitResult, label: str | None = None,
+    columns: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """A finished run's result rows: its test scores (see `train_and_score`). Shared with
+    `train_and_score_stacked`, whose members each get their own rows."""
     scores = score_test(result.method, data, cfg, selection_rates(cfg))
     complete = cfg.model.method == "iteacnet" and cfg.model.framework == "complete"  # never sees a mask
     run = {"best_epoch": result.best_epoch, "epochs_run": len(result.history), "val_waf": result.best_score,
            "train_seconds": result.seconds, "train_rate": "" if complete else describe_training_rate(cfg.train)}
-    return result_rows(cfg, label or cfg.train.protocol, scores, {**(columns or {}), **run}), result
+    return result_rows(cfg, label or cfg.train.protocol, scores, {**(columns or {}), **run})
+
+
+def train_and_score_stacked(
+    cfgs: list[ExperimentConfig],
+    data: PreparedData,
+    out_dirs: list[Path | None] | None = None,
+    label: str | None = None,
+    columns: list[dict[str, Any]] | None = None,
+) -> list[list[dict[str, Any]]]:
+    """`train_and_score` for runs that differ only in seed, trained as one stack
+    (training.stacked); each run gets its own rows, labelled with its own `columns`. Runs
+    that cannot share a stack train one after another, with a note on stderr saying why."""
+    from iteacnet.training.stacked import StackError, fit_stacked, stack_blocker
+
+    dirs = out_dirs if out_dirs is not None else [None] * len(cfgs)
+    cols = columns if columns is not None else [{}] * len(cfgs)
+    why = stack_blocker(cfgs[0]) if len(cfgs) > 1 else "a single run"
+    if why is None:
+        try:
+            results = fit_stacked(cfgs, data, dirs)
+            return [run_rows(c, data, r, label, {**col, "stacked": len(cfgs)})
+                    for c, r, col in zip(cfgs, results, cols)]
+        except StackError as e:
+            why = str(e)
+    if len(cfgs) > 1:
+        print(f"note: {len(cfgs)} runs of {cfgs[0].name} train separately: {why}", file=sys.stderr)
+    return [train_and_score(c, data, d, label, col)[0] for c, d, col in zip(cfgs, dirs, cols)]
 
 
 def run_ume(cfg: ExperimentConfig, data: PreparedData, out_dir: Path | None = None) -> tuple[list[dict[str, Any]], nn.Module]:

@@ -8,9 +8,11 @@ Models know tensors only: no files, corpora, training loops or CLI.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextvars
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import torch
 import torch.nn.functional as F
@@ -112,6 +114,28 @@ class Method(Protocol):
 METHODS: Registry[Any] = Registry("method")
 
 
+_DENSE: contextvars.ContextVar[bool] = contextvars.ContextVar("dense_layout", default=False)
+
+
+@contextmanager
+def dense_layout() -> Iterator[None]:
+    """Within: losses are masked sums over the padded (B, T) layout instead of sums over
+    boolean-indexed gathers, utterance flattening keeps every padded position, and
+    `loss_parts` keeps its terms as tensors. That is what `torch.func.vmap` needs (stacked
+    training, training/stacked.py): a gather's size may differ between the stacked runs, and
+    a float() would sync. The same values, up to the order of float summation."""
+    token = _DENSE.set(True)
+    try:
+        yield
+    finally:
+        _DENSE.reset(token)
+
+
+def is_dense() -> bool:
+    """Whether `dense_layout` is on (see there)."""
+    return _DENSE.get()
+
+
 def emotion_loss(
     pred: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor, spec: ModelSpec, count: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -119,6 +143,13 @@ def emotion_loss(
 
     Summed over `valid` and divided by `count` (default: how many are valid, the mean)."""
     n = valid.sum().clamp(min=1).float() if count is None else count
+    if _DENSE.get():  # padding (and invalid rows) weighted by 0; labels there are a valid 0
+        w = valid.to(pred.dtype)
+        if spec.task == "classification":
+            ce = F.cross_entropy(pred.reshape(-1, pred.shape[-1]), labels.reshape(-1).long(), reduction="none")
+            return (ce.reshape(valid.shape) * w).sum() / n
+        diff = pred[..., 0] - labels.to(pred.dtype)
+        return ((diff.abs() if spec.regression_loss == "mae" else diff.pow(2)) * w).sum() / n
     if spec.task == "classification":
         return F.cross_entropy(pred[valid], labels[valid].long(), reduction="sum") / n
     score = pred[..., 0][valid]
@@ -131,11 +162,15 @@ def masked_mse(a: torch.Tensor, b: torch.Tensor, rows: torch.Tensor, count: torc
     """Squared error over the utterances where `rows` (B, T) is True, per element: the mean
     when `count` is None, else divided by `count` utterances × D; 0 if no row is True."""
     n = rows.sum().clamp(min=1).float() if count is None else count  # no row: an exact 0, with a graph
+    if _DENSE.get():
+        return ((a - b).pow(2) * rows[..., None].to(a.dtype)).sum() / (n * a.shape[-1])
     return (a[rows] - b[rows]).pow(2).sum() / (n * a.shape[-1])
 
 
 def loss_parts(**terms: torch.Tensor) -> dict[str, float]:
-    """Named scalar loss terms → floats for logging."""
+    """Named scalar loss terms → floats for logging (0-d tensors under `dense_layout`)."""
+    if _DENSE.get():
+        return {k: cast(float, v.detach()) for k, v in terms.items()}
     return {k: float(v.detach()) for k, v in terms.items()}
 
 

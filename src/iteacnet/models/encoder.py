@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from iteacnet.models.mixers import MIXERS, Attention, key_padding_mask
+from iteacnet.models.mixers import MIXERS, Attention, attention, key_padding_mask
 
 KINDS = ("TF", "NAS")
 ROUTINGS = ("soft", "top1")
@@ -153,13 +153,7 @@ class CrossAttention(nn.Module):
         q, k, v = (
             z.view(B, T, self.heads, D // self.heads).transpose(1, 2) for z in (q, k, v)
         )  # (B, H, T, D/H)
-        y = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=key_padding_mask(valid, q.dtype),
-            dropout_p=self.attn_dropout if self.training else 0.0,
-        )  # (B, H, T, D/H)
+        y = attention(q, k, v, key_padding_mask(valid, q.dtype), self.attn_dropout if self.training else 0.0)  # (B, H, T, D/H)
         y = self.proj_drop(self.proj(y.transpose(1, 2).reshape(B, T, D)))  # (B, T, D)
         return t + y * valid.to(t.dtype).unsqueeze(-1)
 

@@ -14,12 +14,14 @@ token-mixer set adapted from images to utterance sequences.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from iteacnet.models.base import is_dense
 from iteacnet.registry import Registry
 
 MIXERS: Registry[type[nn.Module]] = Registry("token mixer")
@@ -39,6 +41,16 @@ def key_padding_mask(valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     mask = torch.zeros(ok.shape, dtype=dtype, device=valid.device)
     mask = mask.masked_fill(~ok, float("-inf"))
     return mask[:, None, None, :]  # (B, 1, 1, T)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, dropout_p: float) -> torch.Tensor:
+    """`scaled_dot_product_attention` (B, H, T, D/H); under `dense_layout` (stacked training,
+    inside vmap) written out, since the fused kernels vmap picks cannot differentiate the
+    mask, and ECCE's bias in it is learned."""
+    if not is_dense():
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+    logits = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]) + mask  # (B, H, T, T)
+    return F.dropout(logits.softmax(-1), dropout_p) @ v
 
 
 @MIXERS.register("skip")
@@ -133,9 +145,7 @@ class Attention(nn.Module):
         mask = key_padding_mask(valid, q.dtype)  # (B, 1, 1, T)
         if bias is not None:
             mask = mask + bias.to(q.dtype)  # (B, H, T, T)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.attn_dropout if self.training else 0.0
-        )  # (B, H, T, D/H)
+        y = attention(q, k, v, mask, self.attn_dropout if self.training else 0.0)  # (B, H, T, D/H)
         y = y.transpose(1, 2).reshape(B, T, D)
         return self.proj_drop(self.proj(y)) * _mask(valid, x)
 

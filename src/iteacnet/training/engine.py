@@ -25,7 +25,7 @@ from iteacnet.data.splits import Split, make_split
 from iteacnet.errors import UserError
 from iteacnet.masking import achieved_rate, fixed_mask, sample_mask, stable_seed
 from iteacnet.metrics import compute_metrics
-from iteacnet.models.base import BatchTotals, Method, ModelInput, ModelSpec
+from iteacnet.models.base import BatchTotals, LossOutput, Method, ModelInput, ModelSpec
 from iteacnet.training.checkpoint import (
     check_resume_config,
     load_training_state,
@@ -111,6 +111,24 @@ def training_batches(data: PreparedData, train: TrainConfig, generator: torch.Ge
     return batches(data.corpus, data.split.train, train.batch_size, generator)
 
 
+def training_mask(batch: Batch, train: TrainConfig, generator: torch.Generator, pretrain: bool = False) -> torch.Tensor:
+    """(B, T, M) the mask of one training batch: its rate, then its cells, from `generator`
+    (on the CPU batch); a stage-1 (pretrain) batch is complete. Shared with training.stacked."""
+    if pretrain:
+        return batch.available
+    rate = training_rate(train, generator)
+    return sample_mask(batch.valid, batch.available.shape[-1], rate, generator, batch.available)
+
+
+def step_loss(method: nn.Module, batch: Batch, mask: torch.Tensor, totals: BatchTotals, pretrain: bool = False) -> LossOutput:
+    """The LossOutput of one training step: the method's loss on the complete and the masked
+    batch (or its stage-1 objective). Shared with training.stacked, which calls it under vmap."""
+    full = model_input(batch, batch.available)
+    if pretrain:
+        return cast(LossOutput, method.pretrain_loss(full, batch.labels, totals))  # type: ignore[operator]
+    return cast(Method, method).training_loss(full, model_input(batch, mask), batch.labels, totals)
+
+
 # ---------------------------------------------------------------------------- data parallel
 class Parallel(Protocol):
     """Data-parallel training over processes (implemented by training.distributed).
@@ -172,22 +190,14 @@ def train_one_epoch(
     for batch in training_batches(data, train, generator):
         # Mask, totals and shard on the CPU batch (the generator's device); then only this
         # rank's part goes to the device. The totals stay 0-d CPU tensors: no device sync.
-        if pretrain:
-            mask = batch.available
-        else:
-            rate = training_rate(train, generator)
-            mask = sample_mask(batch.valid, batch.available.shape[-1], rate, generator, batch.available)
+        mask = training_mask(batch, train, generator, pretrain)
         totals = whole_batch_totals(batch, mask)
         if parallel is not None:
             batch, mask = shard_batch(batch, mask, parallel.rank, parallel.world)
         batch, mask = batch.to(train.device), mask.to(train.device)
         opt.zero_grad(set_to_none=True)
         if batch.dialogues:  # a rank with no conversation in this batch still joins the gradient sum
-            full = model_input(batch, batch.available)
-            if pretrain:
-                out = method.pretrain_loss(full, batch.labels, totals)  # type: ignore[operator]
-            else:
-                out = cast(Method, method).training_loss(full, model_input(batch, mask), batch.labels, totals)
+            out = step_loss(method, batch, mask, totals, pretrain)
             out.total.backward()
             for k, v in out.parts.items():  # each rank's terms are its shares of the batch's terms
                 sums[prefix + k] = sums.get(prefix + k, 0.0) + v
@@ -310,6 +320,22 @@ def selection_rates(cfg: ExperimentConfig) -> tuple[float, ...]:
     return (cfg.train.rate,) if cfg.train.protocol == "ime" else cfg.eval.rates
 
 
+def selection_score(scores: dict[Any, dict[str, float]]) -> float:
+    """The validation score a run selects its epoch on: the mean WAF over the selection rates."""
+    return float(np.mean([s["waf"] for s in scores.values()]))
+
+
+def init_method(cfg: ExperimentConfig, spec: ModelSpec) -> nn.Module:
+    """A run's method with its seeded initialisation (parameters and the dropout stream)."""
+    torch.manual_seed(cfg.train.seed)
+    return build_method(spec, cfg.model).to(cfg.train.device)
+
+
+def batch_generator(cfg: ExperimentConfig) -> torch.Generator:
+    """A run's generator of data order, training rates and masks (CPU, seeded per run)."""
+    return torch.Generator().manual_seed(stable_seed("train", cfg.train.seed, cfg.data.fold))
+
+
 def make_optimizer(method: nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
     """AdamW (decoupled weight decay) or Adam (L2 in the gradient, as torch.optim.Adam), each
     group remembering its base lr for the schedule."""
@@ -369,13 +395,12 @@ def fit(
     """
     train = cfg.train
     rank = parallel.rank if parallel is not None else 0
-    torch.manual_seed(train.seed)  # parameter init and dropout are seeded per run
-    method = build_method(data.spec, cfg.model).to(train.device)
+    method = init_method(cfg, data.spec)  # parameter init and dropout are seeded per run
     if parallel is not None and getattr(method, "couples_batch", False):
         raise UserError(f"{cfg.model.method} cannot train data-parallel: its loss couples the utterances of a "
                          "batch (see its couples_batch); train it in one process")
     opt = make_optimizer(method, train)
-    generator = torch.Generator().manual_seed(stable_seed("train", train.seed, cfg.data.fold))
+    generator = batch_generator(cfg)
     val_name = "valid"
     val_masks = eval_masks(data, val_name, selection_rates(cfg), cfg.eval.mask_seed)
     best_state: dict[str, torch.Tensor] | None = None
@@ -413,7 +438,7 @@ def fit(
         # (MMIN's pretrained encoders) is not the method being evaluated.
         if not stage1 and ((epoch + 1) % train.eval_every == 0 or epoch + 1 == train.epochs):
             scores = score_masks(method, data, val_name, val_masks, train.batch_size, train.device, parallel)
-            score = float(np.mean([s["waf"] for s in scores.values()]))
+            score = selection_score(scores)
             row["val_waf"] = score
             if score > best_score:
                 best_score, best_epoch = score, epoch
@@ -431,6 +456,12 @@ def fit(
         method.load_state_dict(best_state)
     result = FitResult(method, best_epoch, best_score, history, seconds_before + time.perf_counter() - t0)
     if out_dir is not None and rank == 0:
-        meta = checkpoint_meta(data, cfg, {"best_epoch": best_epoch, "best_val_waf": best_score, "history": history})
-        save_checkpoint(out_dir, method, cfg, meta)
+        save_result(out_dir, result, data, cfg)
     return result
+
+
+def save_result(out_dir: Path, result: FitResult, data: PreparedData, cfg: ExperimentConfig, **extra: Any) -> None:
+    """A finished run's checkpoint folder: its best weights, config and metadata."""
+    meta = checkpoint_meta(data, cfg, {"best_epoch": result.best_epoch, "best_val_waf": result.best_score,
+                                       "history": result.history, **extra})
+    save_checkpoint(out_dir, result.method, cfg, meta)

@@ -93,7 +93,8 @@ class AEImputer(UtteranceBaseline):
         target = utterances(full, self.spec).features  # modality -> (N, d_m), the complete input
         missing = flatten_valid(imputation_cells(full, masked), masked.valid)  # (N, M)
         fused = self.fuse(u)  # (N, M·D)
-        task = utterance_task_loss(self.classifier(fused), flatten_valid(labels, masked.valid), self.spec, n)
+        rows = flatten_valid(masked.valid, masked.valid)  # (N,) all True, but under dense_layout
+        task = utterance_task_loss(self.classifier(fused), flatten_valid(labels, masked.valid), self.spec, n, rows)
         per_utterance = missing_recon_loss(self.decoders(fused), target, missing, self.spec.modalities, n)
         rec = self.rec_batch * per_utterance  # the original's sum over a batch of rec_batch utterances
         total = task + self.rec_weight * rec

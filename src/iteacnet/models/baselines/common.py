@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from iteacnet.config import ModelConfig
-from iteacnet.models.base import ModelInput, ModelSpec, default_param_groups, emotion_loss
+from iteacnet.models.base import ModelInput, ModelSpec, default_param_groups, emotion_loss, is_dense
 
 # Keys every baseline accepts: the engine reads `pretrain_epochs` itself.
 ENGINE_KWARGS: frozenset[str] = frozenset({"pretrain_epochs"})
@@ -37,12 +37,19 @@ def baseline_options(cfg: ModelConfig, defaults: dict[str, Any], method: str) ->
 
 # ---------------------------------------------------------------------------- flatten / scatter
 def flatten_valid(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """(B, T, ...) → (N, ...): the valid utterances, in (b, t) order."""
+    """(B, T, ...) → (N, ...): the valid utterances, in (b, t) order. Under `dense_layout`
+    every position (N = B·T): its sizes may not depend on data there (vmap); losses then
+    weigh rows by `flatten_valid(valid, valid)`."""
+    if is_dense():
+        return x.reshape(-1, *x.shape[valid.dim():])
     return x[valid]
 
 
 def scatter_valid(y: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """(N, ...) → (B, T, ...): back to the padded layout, zero on padding."""
+    if is_dense():
+        keep = valid.reshape(-1, *([1] * (y.dim() - 1))).to(y.dtype)
+        return (y * keep).reshape(tuple(valid.shape) + tuple(y.shape[1:]))
     out = y.new_zeros(tuple(valid.shape) + tuple(y.shape[1:]))
     out[valid] = y
     return out
@@ -111,11 +118,13 @@ def missing_recon_loss(
 
 
 def utterance_task_loss(
-    out: torch.Tensor, labels: torch.Tensor, spec: ModelSpec, count: torch.Tensor | None = None
+    out: torch.Tensor, labels: torch.Tensor, spec: ModelSpec, count: torch.Tensor | None = None,
+    rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """L_emo of flattened outputs (N, C) against flattened labels (N,), divided by `count`
-    (default N)."""
-    every = torch.ones(out.shape[0], dtype=torch.bool, device=out.device)
+    (default N); `rows` (N,) bool limits it to real utterances (`flatten_valid(valid, valid)`:
+    all of them, except under `dense_layout`)."""
+    every = torch.ones(out.shape[0], dtype=torch.bool, device=out.device) if rows is None else rows
     return emotion_loss(out, labels, every, spec, count)
 
 

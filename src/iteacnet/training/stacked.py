@@ -1,0 +1,390 @@
+"""Stacked training: K runs of one configuration that differ only in seed, as one model.
+
+One optimizer step advances all K runs ("members"): their parameters are stacked along a
+new leading axis (`torch.func.stack_module_state`) and one `torch.func.vmap` of the
+method's training loss (`functional_call`) computes the K losses in one set of kernels, so
+a small model fills more of a GPU than one run per process can (issue 13).
+
+Each member is the run `fit` would train alone: the same seeded initialisation
+(`init_method`), data order, training rates and masks (its own `batch_generator`, drawn in
+the same order by the engine's `training_mask`), the same optimizer (`make_optimizer`, its
+state elementwise, hence per member), its own gradient clipping norm, validation selection
+(`score_masks` on the member alone), `last/` training state and checkpoint folder, in
+`fit`'s formats: a member's folder resumes in `fit` and the other way round. At step j the
+members' j-th batches are padded to a common (B, T) and stacked; padding is invisible to
+every stackable method (the models' padding contract; losses are masked sums with the
+run's own denominators, `dense_layout`), so without dropout a member's metrics equal the
+lone run's up to float summation order. Dropout draws come from the one global stream,
+with `vmap(randomness="different")`: each member gets its own independent Bernoulli masks
+(the same distribution as alone, not the same draws).
+
+Axis legend: K = stacked runs, B = conversations, T = utterances, M = modalities.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from iteacnet.config import ExperimentConfig
+from iteacnet.data.batching import Batch
+from iteacnet.masking import stable_seed
+from iteacnet.models.base import dense_layout
+from iteacnet.training.checkpoint import load_training_state, save_training_state
+from iteacnet.training.engine import (
+    FitResult,
+    PreparedData,
+    batch_generator,
+    eval_masks,
+    init_method,
+    make_optimizer,
+    save_result,
+    score_masks,
+    selection_rates,
+    selection_score,
+    set_epoch_lr,
+    step_loss,
+    stopped_early,
+    training_batches,
+    training_mask,
+    whole_batch_totals,
+)
+
+# Methods whose training step vmaps: no data-dependent shapes or control flow, no state
+# changed inside the step. The others, and why, in `stack_blocker`.
+STACKABLE = frozenset({"iteacnet", "ae", "cra"})
+NOT_STACKABLE = {
+    "gcnet": "its GRUs pack each conversation to its own length (pack_padded_sequence: data-dependent shapes)",
+    "mmin": "its stage schedule (encoder pretraining, then a teacher snapshot) changes the step between epochs",
+    "cpmnet": "its loss couples a batch's utterances through class centroids updated inside the step",
+}
+
+
+class StackError(ValueError):
+    """These runs cannot share a stack; train them separately (`fit`)."""
+
+
+def stack_blocker(cfg: ExperimentConfig) -> str | None:
+    """Why `cfg` cannot be trained in a stack, or None if it can."""
+    method = cfg.model.method
+    if method not in STACKABLE:
+        why = NOT_STACKABLE.get(method, "its training step is not known to vmap")
+        return f"{method} is not stackable: {why}"
+    return None
+
+
+def stack_key(cfg: ExperimentConfig) -> str:
+    """What runs sharing a stack must have in common: everything but the seed (and the
+    progress bar). Two configs with equal keys are the same run up to its seed."""
+    d = cfg.to_dict()
+    d["train"] = {k: v for k, v in d["train"].items() if k not in ("seed", "progress")}
+    return json.dumps(d, sort_keys=True, default=str)
+
+
+# ---------------------------------------------------------------------------- pieces
+class _Step(nn.Module):
+    """One member's training step as a module, so `functional_call` can swap its weights."""
+
+    def __init__(self, method: nn.Module) -> None:
+        super().__init__()
+        self.method = method
+
+    def forward(self, batch: Batch, mask: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        out = step_loss(self.method, batch, mask, whole_batch_totals(batch, mask))
+        return out.total, out.parts
+
+
+class _StackedGroups:
+    """Duck-typed `Method` for `make_optimizer`: member 0's param groups (weights, router,
+    their learning rates), each parameter replaced by its stacked (K, ...) tensor."""
+
+    def __init__(self, member: nn.Module, stacked: dict[str, torch.Tensor]) -> None:
+        self.member, self.stacked = member, stacked
+        self.name_of = {id(p): n for n, p in member.named_parameters()}
+
+    def param_groups(self, lr: float, router_lr: float) -> list[dict[str, Any]]:
+        groups = self.member.param_groups(lr, router_lr)  # type: ignore[operator]
+        return [{**g, "params": [self.stacked[self.name_of[id(p)]] for p in g["params"]]} for g in groups]
+
+
+def _pad(x: torch.Tensor, B: int, T: int, fill: float | int | bool) -> torch.Tensor:
+    """(b, t, ...) -> (B, T, ...): `fill` beyond the given rows and positions."""
+    out = x.new_full((B, T, *x.shape[2:]), fill)
+    out[: x.shape[0], : x.shape[1]] = x
+    return out
+
+
+def stack_batches(batches: Sequence[Batch], masks: Sequence[torch.Tensor]) -> tuple[dict[str, Any], torch.Tensor]:
+    """The members' batches (and masks) padded to the largest (B, T) and stacked: (K, B, T, ...).
+    Padded conversations and positions are invalid, absent and unlabelled, as collate pads."""
+    B = max(b.valid.shape[0] for b in batches)
+    T = max(b.valid.shape[1] for b in batches)
+    parts: dict[str, Any] = {
+        "features": {m: torch.stack([_pad(b.features[m], B, T, 0.0) for b in batches]) for m in batches[0].features},
+        "available": torch.stack([_pad(b.available, B, T, False) for b in batches]),
+        "valid": torch.stack([_pad(b.valid, B, T, False) for b in batches]),
+        "speakers": torch.stack([_pad(b.speakers, B, T, 0) for b in batches]),
+        "labels": torch.stack([_pad(b.labels, B, T, 0) for b in batches]),
+        "index": torch.stack([_pad(b.index, B, T, -1) for b in batches]),
+    }
+    return parts, torch.stack([_pad(m, B, T, False) for m in masks])
+
+
+def length_buckets(lengths: Sequence[int], slack: float = 1.25) -> list[list[int]]:
+    """Members grouped for one vmapped call each: sorted by batch length T (longest first),
+    a group takes members while the group's longest is at most `slack` times theirs."""
+    order = sorted(range(len(lengths)), key=lambda k: -lengths[k])
+    groups: list[list[int]] = []
+    for k in order:
+        if groups and lengths[groups[-1][0]] <= slack * lengths[k]:
+            groups[-1].append(k)
+        else:
+            groups.append([k])
+    return groups
+
+
+def _to(parts: dict[str, Any], device: str) -> dict[str, Any]:
+    return {k: ({m: x.to(device) for m, x in v.items()} if isinstance(v, dict) else v.to(device)) for k, v in parts.items()}
+
+
+def clip_per_member(params: Sequence[torch.Tensor], max_norm: float) -> None:
+    """`clip_grad_norm_` for each member on its own: the norm over member k's gradients."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    K = grads[0].shape[0]
+    norms = torch.stack([g.reshape(K, -1).pow(2).sum(1) for g in grads]).sum(0).sqrt()  # (K,)
+    coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(coef.reshape(K, *([1] * (g.dim() - 1))))
+
+
+@torch.no_grad()
+def load_member(module: nn.Module, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], k: int) -> None:
+    """Copy member k's slice of the stacked weights into its own module (to score or save it)."""
+    for n, p in module.named_parameters():
+        p.copy_(params[n][k])
+    for n, b in module.named_buffers():
+        b.copy_(buffers[n][k])
+
+
+def _sliceable(key: str, v: Any, shape: torch.Size) -> bool:
+    return key != "step" and torch.is_tensor(v) and v.shape == shape
+
+
+def member_optimizer_state(state: dict[str, Any], shapes: list[torch.Size], k: int) -> dict[str, Any]:
+    """Member k's optimizer state from the stacked one (`shapes`: a member's parameter shapes):
+    elementwise state (K, ...) sliced, the step shared."""
+    out = {pid: {key: (v[k] if torch.is_tensor(v) and _sliceable(key, v[0] if v.dim() else v, shapes[pid]) else v)
+                 for key, v in st.items()}
+           for pid, st in state["state"].items()}
+    return {"state": out, "param_groups": state["param_groups"]}
+
+
+def stacked_optimizer_state(states: list[dict[str, Any]], member_shapes: list[torch.Size]) -> dict[str, Any]:
+    """The stacked optimizer state from the members' (the inverse of `member_optimizer_state`)."""
+    out: dict[int, dict[str, Any]] = {}
+    for pid, st in states[0]["state"].items():
+        out[pid] = {key: (torch.stack([s["state"][pid][key] for s in states])
+                          if _sliceable(key, v, member_shapes[pid]) else v) for key, v in st.items()}
+    return {"state": out, "param_groups": states[0]["param_groups"]}
+
+
+class Stack:
+    """K members' weights stacked (K, ...) and their training step, vmapped over K."""
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        self.K = len(members)
+        self.params, self.buffers = torch.func.stack_module_state(list(members))  # type: ignore[arg-type]
+        self.step = _Step(copy.deepcopy(members[0]))  # its own weights are never used
+        weights = {f"method.{n}": p for n, p in self.params.items()}
+        consts = {f"method.{n}": b for n, b in self.buffers.items()}
+
+        def member_loss(w: dict[str, torch.Tensor], b: dict[str, torch.Tensor], parts: dict[str, Any],
+                        mask: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+            batch = Batch(**parts, dialogues=[])
+            return torch.func.functional_call(self.step, (w, b), (batch, mask))  # type: ignore[no-any-return]
+
+        self._vmapped = torch.func.vmap(member_loss, randomness="different")
+        self._weights, self._consts = weights, consts
+
+    def train(self, mode: bool = True) -> None:
+        self.step.train(mode)
+
+    def losses(
+        self, batches: Sequence[Batch], masks: Sequence[torch.Tensor], device: str, slack: float = 1.25,
+        backward: bool = False,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(K,) training losses of the members on their own batches under their own masks
+        (CPU batches, as drawn), and (K,) named terms; differentiable in `params`. With
+        `backward`, each group's gradients are accumulated into `params` at once (its
+        activations freed before the next group runs) and the losses come back detached.
+
+        Members whose batches have similar lengths (`length_buckets`) run as one vmapped call,
+        padded to their longest: each member's batches come in its own random order, and one
+        pad to the longest of all K would multiply the work of short batches."""
+        outs: list[tuple[torch.Tensor, dict[str, torch.Tensor]]] = []
+        order: list[int] = []
+        for group in length_buckets([b.valid.shape[1] for b in batches], slack):
+            parts, mask = stack_batches([batches[k] for k in group], [masks[k] for k in group])
+            if len(group) == self.K:  # all members: the stacked weights as they are
+                w, c = self._weights, self._consts
+            else:  # a gather: the gradients flow back into the members' slices
+                idx = torch.tensor(group, device=next(iter(self.params.values())).device)
+                w = {n: p.index_select(0, idx) for n, p in self._weights.items()}
+                c = {n: b.index_select(0, idx) for n, b in self._consts.items()}
+            with dense_layout():
+                total, terms = self._vmapped(w, c, _to(parts, device), mask.to(device))
+            if backward:  # the members are independent: d(sum)/d(member k) = member k's gradient
+                total.sum().backward()
+                total = total.detach()
+            outs.append((total, terms))
+            order += group
+        if len(outs) == 1 and order == list(range(self.K)):
+            return outs[0]
+        inv = torch.argsort(torch.tensor(order))
+        total = torch.cat([o[0] for o in outs])[inv.to(outs[0][0].device)]
+        terms = {n: torch.cat([o[1][n] for o in outs])[inv.to(outs[0][0].device)] for n in outs[0][1]}
+        return total, terms
+
+    def load_member(self, module: nn.Module, k: int) -> None:
+        load_member(module, self.params, self.buffers, k)
+
+
+# ---------------------------------------------------------------------------- fit
+def fit_stacked(
+    cfgs: Sequence[ExperimentConfig],
+    data: PreparedData,
+    out_dirs: Sequence[Path | None] | None = None,
+    resume: bool = True,
+    stop_after: int | None = None,
+) -> list[FitResult]:
+    """`fit` for runs that differ only in seed, trained as one stack; one FitResult each.
+
+    `out_dirs[k]` is member k's folder, exactly as `fit(cfgs[k], data, out_dirs[k])` would
+    write it (`last/` every epoch, the checkpoint at the end). A member's `seconds` is its
+    share of the stack's time (the stack's / K). Raises StackError for runs that cannot share
+    a stack (see `stack_blocker`, and runs that resume from different epochs).
+    """
+    cfgs = list(cfgs)
+    K = len(cfgs)
+    if K == 0:
+        raise ValueError("fit_stacked needs at least one run")
+    for c in cfgs:
+        why = stack_blocker(c)
+        if why is not None:
+            raise StackError(why)
+    if len({stack_key(c) for c in cfgs}) > 1:
+        raise StackError("runs of a stack may differ only in train.seed")
+    dirs = list(out_dirs) if out_dirs is not None else [None] * K
+    if len(dirs) != K:
+        raise ValueError(f"{K} runs but {len(dirs)} output folders")
+    cfg, train = cfgs[0], cfgs[0].train
+    members = [init_method(c, data.spec) for c in cfgs]
+    if hasattr(members[0], "pretrain_loss") or hasattr(members[0], "end_pretraining"):
+        raise StackError(f"{cfg.model.method} has a pretraining stage, which is not stackable")
+    gens = [batch_generator(c) for c in cfgs]
+    alone = [make_optimizer(m, train) for m in members]  # each member's own, for its last/ state
+    val_masks = eval_masks(data, "valid", selection_rates(cfg), cfg.eval.mask_seed)
+
+    best: list[dict[str, torch.Tensor] | None] = [None] * K
+    best_score, best_epoch = [float("-inf")] * K, [-1] * K
+    history: list[list[dict[str, float]]] = [[] for _ in range(K)]
+    starts: list[int] = []
+    seconds_before = 0.0  # a resumed stack's earlier segments (per member)
+    lasts = [d / "last" if d is not None else None for d in dirs]
+    for k in range(K):
+        restored = load_training_state(lasts[k], members[k], alone[k], gens[k]) if lasts[k] is not None and resume else None  # type: ignore[arg-type]
+        if restored is None:
+            starts.append(0)
+            continue
+        best[k], info = restored
+        seconds_before = max(seconds_before, float(info.get("seconds", 0.0)))
+        best_score[k], best_epoch[k], history[k] = info["best_score"], info["best_epoch"], info["history"]
+        starts.append(info["epoch"] + 1)
+    # A member that stopped early (train.patience) keeps its place in the stack, frozen: its
+    # weights still move but its history, selection and files no longer do.
+    active = [not stopped_early(history[k], best_epoch[k], train) for k in range(K)]
+    running = {starts[k] for k in range(K) if active[k]} or {max(starts)}
+    if len(running) > 1:
+        raise StackError(f"the members resume from different epochs {starts}: train them separately")
+    start = running.pop()
+    if start == 0:  # the stack's dropout stream; on resume it comes from last/ (load_training_state)
+        torch.manual_seed(stable_seed("stack-dropout", *[c.train.seed for c in cfgs]))
+
+    stack = Stack(members)
+    params = stack.params
+    shapes = [p.shape for group in members[0].param_groups(train.lr, train.router_lr)  # type: ignore[operator]
+              for p in group["params"]]
+    opt = make_optimizer(_StackedGroups(members[0], params), train)  # type: ignore[arg-type]
+    if start > 0:
+        opt.load_state_dict(stacked_optimizer_state([o.state_dict() for o in alone], shapes))
+    t0 = time.perf_counter()
+    done_here = 0
+
+    def results(final: bool) -> list[FitResult]:
+        out = []
+        seconds = seconds_before + (time.perf_counter() - t0) / K
+        for k in range(K):
+            stack.load_member(members[k], k)
+            if final and best[k] is not None:
+                members[k].load_state_dict(best[k])  # type: ignore[arg-type]
+            out.append(FitResult(members[k], best_epoch[k], best_score[k], history[k], seconds))
+        return out
+
+    for epoch in range(start, train.epochs):
+        active = [a and not stopped_early(history[k], best_epoch[k], train) for k, a in enumerate(active)]
+        if not any(active):
+            break
+        set_epoch_lr(opt, train, epoch)
+        stack.train()
+        lists = [list(training_batches(data, train, g)) for g in gens]
+        if len({len(x) for x in lists}) > 1:
+            raise StackError("the members' epochs have different numbers of batches")
+        sums: dict[str, torch.Tensor] = {}
+        for j in range(len(lists[0])):
+            batches = [x[j] for x in lists]
+            masks = [training_mask(b, train, g) for b, g in zip(batches, gens)]  # each member's own draws
+            opt.zero_grad(set_to_none=True)
+            _, terms = stack.losses(batches, masks, train.device, backward=True)  # gradients into params
+            if train.grad_clip > 0:
+                clip_per_member(list(params.values()), train.grad_clip)
+            opt.step()
+            for name, v in terms.items():
+                sums[name] = sums.get(name, 0) + v.detach()
+        n = max(len(lists[0]), 1)
+        means = {name: (v / n).cpu().tolist() for name, v in sums.items()}  # one sync per epoch
+        rows: list[dict[str, float]] = [{"epoch": epoch, **{name: vs[k] for name, vs in means.items()}} for k in range(K)]
+        evaluate = (epoch + 1) % train.eval_every == 0 or epoch + 1 == train.epochs
+        for k in range(K):
+            if not active[k]:
+                continue
+            if evaluate or lasts[k] is not None:
+                stack.load_member(members[k], k)
+            if evaluate:
+                score = selection_score(score_masks(members[k], data, "valid", val_masks, train.batch_size, train.device))
+                rows[k]["val_waf"] = score
+                if score > best_score[k]:
+                    best_score[k], best_epoch[k] = score, epoch
+                    best[k] = {n: v.detach().to("cpu", copy=True) for n, v in members[k].state_dict().items()}
+            history[k].append(rows[k])
+            if lasts[k] is not None:
+                alone[k].load_state_dict(member_optimizer_state(opt.state_dict(), shapes, k))
+                info = {"epoch": epoch, "best_score": best_score[k], "best_epoch": best_epoch[k], "history": history[k],
+                        "seconds": seconds_before + (time.perf_counter() - t0) / K}
+                save_training_state(lasts[k], members[k], best[k], alone[k], gens[k], info)  # type: ignore[arg-type]
+        done_here += 1
+        if stop_after is not None and done_here >= stop_after and epoch + 1 < train.epochs:
+            return results(final=False)
+    out = results(final=True)
+    for k in range(K):
+        if dirs[k] is not None:
+            save_result(dirs[k], out[k], data, cfgs[k], stacked=K)  # type: ignore[arg-type]
+    return out
