@@ -267,8 +267,12 @@ def test_cli_import_then_inspect(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["data", "inspect", "--corpus-dir", str(out)]) == 0
     text = capsys.readouterr().out
     assert "iemocap (classification)" in text and "14 utterances" in text and "leave-one-fold-out" in text
-    with pytest.raises(SystemExit, match=r"give --from FORMAT, --input FILE and --out DIR"):
-        main(["data", "import", "--from", "mmsa"])
+    capsys.readouterr()
+    assert main(["data", "import", "--from", "mmsa"]) == 2
+    assert "give --from FORMAT, --input FILE and --out DIR" in capsys.readouterr().err
+    assert main(["data", "import", "--from", "dialoguernn", "--input", str(path), "--out", str(tmp_path / "x"),
+                 "--set", "train.epochs=3"]) == 2
+    assert "--set would be ignored" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- real data

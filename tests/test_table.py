@@ -401,3 +401,13 @@ def test_grid_runs_every_fold_of_a_folder_with_folds(tmp_path: Path) -> None:
                                "seeds": [0], "protocols": ["ume"], "folds": [0, 1, 2]})
     cells = expand(spec, tiny_config())
     assert sorted((c.corpus, c.config["data"]["fold"]) for c in cells) == [("f", 0), ("f", 1), ("f", 2), ("p", 0)]
+
+
+def test_cli_data_errors_are_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root, _ = write_folder(tmp_path / "c", audio_as_folder=False)
+    edit_json(root, speakers="names")
+    assert main(["data", "inspect", "--corpus-dir", str(root)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "corpus.json: field 'speakers': 'names' is not one of" in err and "Traceback" not in err
+    assert main(["train", "--corpus-dir", str(tmp_path / "nowhere"), "--epochs", "1"]) == 2
+    assert "corpus folder not found" in capsys.readouterr().err

@@ -143,6 +143,9 @@ def _data_import(args: argparse.Namespace) -> int:
     if not (args.format and args.input and args.out):
         raise UserError("data import: give --from FORMAT, --input FILE and --out DIR "
                         f"(formats: {', '.join(importers.FORMATS)})")
+    ignored = [flag for flag, v in (("--set", args.set), ("--preset", args.preset), ("--config", args.config)) if v]
+    if ignored:
+        raise UserError(f"data import: {', '.join(ignored)} would be ignored (an import reads no experiment config)")
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     common = {"name": args.name or "", "speakers": args.speakers or "", "overwrite": args.overwrite}
     notes: list[str] = []
