@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from iteacnet.data.conversation import ConversationError, read_conversation_json
 from iteacnet.data.corpus import Corpus
 from iteacnet.data.extract import ExtractUnavailable
 from iteacnet.data.loading import load_corpus
-from iteacnet.inference import PredictError, Predictor, text_extractor_check
+from iteacnet.inference import PredictError, Predictor, UnknownSpeakerWarning, text_extractor_check
 from iteacnet.models.base import ModelSpec
 from iteacnet.training.engine import PreparedData, fit, predict_split, prepare
 
@@ -114,20 +115,37 @@ def test_results_are_probabilities(predictor: Predictor, trained: Trained) -> No
         assert r["label"] == max(probs, key=probs.__getitem__)
 
 
-def test_speaker_names_fill_free_indices(predictor: Predictor, trained: Trained) -> None:
+def test_unknown_speakers_get_their_role_with_a_warning(predictor: Predictor, trained: Trained) -> None:
     conv = conversations(trained, trained.data.split.test[:1])[0][:4]
     named = [dict(u, speaker=s) for u, s in zip(conv, ["A", "B", "A", "B"])]
-    ref = predictor.predict_outputs([named])[0]
-    other = [dict(u, speaker=s) for u, s in zip(conv, ["x", "y", "x", "y"])]  # new names: 0, 1 in order
-    np.testing.assert_allclose(predictor.predict_outputs([other])[0], ref, atol=1e-6)
-    mixed = [dict(u, speaker=s) for u, s in zip(conv, ["y", "B", "y", "B"])]  # y takes the free index 0
-    np.testing.assert_allclose(predictor.predict_outputs([mixed])[0], ref, atol=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # known names: no warning
+        ref = predictor.predict_outputs([named])[0]
+    other = [dict(u, speaker=s) for u, s in zip(conv, ["x", "y", "x", "y"])]  # roles 0, 1 in order
+    with pytest.warns(UnknownSpeakerWarning, match=r"'x' -> role 0, 'y' -> role 1"):
+        np.testing.assert_allclose(predictor.predict_outputs([other])[0], ref, atol=1e-6)
+    mixed = [dict(u, speaker=s) for u, s in zip(conv, ["y", "B", "y", "B"])]  # y: first speaker, role 0
+    with pytest.warns(UnknownSpeakerWarning, match=r"'y' -> role 0"):
+        np.testing.assert_allclose(predictor.predict_outputs([mixed])[0], ref, atol=1e-6)
+    # A third speaker takes the model's last role (1), never a new index.
+    third = [dict(u, speaker=s) for u, s in zip(conv, ["A", "B", "C", "B"])]
+    with pytest.warns(UnknownSpeakerWarning, match=r"'C' -> role 1"):
+        assert predictor._speakers(third, 0).tolist() == [0, 1, 1, 1]
+
+
+def test_roles_checkpoint_codes_every_conversation_by_roles(predictor: Predictor, trained: Trained) -> None:
+    conv = conversations(trained, trained.data.split.test[:1])[0][:4]
+    roles = Predictor(predictor.method, predictor.spec, predictor.cfg, {**predictor.meta, "speaker_scheme": "roles"})
+    swapped = [dict(u, speaker=s) for u, s in zip(conv, ["B", "A", "B", "A"])]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # roles: names are never "unknown"
+        assert roles._speakers(swapped, 0).tolist() == [0, 1, 0, 1]
+        assert predictor._speakers(swapped, 0).tolist() == [1, 0, 1, 0]  # identities keep the names' index
 
 
 @pytest.mark.parametrize(
     ("edit", "match"),
     [
-        (lambda c: c[2].update(speaker="C"), r"speaker 'C' is speaker 3 .* knows only 2"),
         (lambda c: c[1].pop("speaker"), r"utterance 1 .*no 'speaker'"),
         (lambda c: c[1]["features"].update(text=np.zeros(7)), r"utterance 1 .*text feature has dimension 7, the model expects 8"),
         (lambda c: c[1].update(features={}), r"utterance 1 .*no modality at all"),
@@ -205,7 +223,6 @@ def test_cli_predict_json_csv_stdout(predictor: Predictor, trained: Trained, tmp
 
 
 BAD_LINES = {
-    "unknown speaker": ('{"id": "x", "speaker": "C", "features": {"audio": [0, 0, 0, 0, 0, 0]}}', r"speaker 'C' is speaker 3"),
     "wrong dimension": ('{"id": "x", "speaker": "A", "features": {"text": [1, 2, 3]}}', r"dimension 3, the model expects 8"),
     "no modality": ('{"id": "x", "speaker": "A"}', r"no modality at all"),
     "malformed JSON": ('{"id": "x", "speaker": "A", "features": {', r"malformed JSON"),
@@ -345,3 +362,11 @@ def test_extract_text_then_predict_raw_text(tmp_path: Path, capsys: pytest.Captu
     z = ref - ref.max(1, keepdims=True)
     probs = np.exp(z) / np.exp(z).sum(1, keepdims=True)
     np.testing.assert_allclose([list(r["probabilities"].values()) for r in got], probs, atol=1e-4)
+
+
+def test_cli_unknown_speaker_is_a_one_line_warning(trained: Trained, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "conv.jsonl"
+    src.write_text('{"id": "x", "speaker": "C", "features": {"audio": [0, 0, 0, 0, 0, 0]}}\n')
+    assert main(["predict", "--checkpoint", str(trained.folder), "--input", str(src)]) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"^WARNING: conversation 0: speaker\(s\) 'C' -> role 0 unknown to the model", err, re.M), err

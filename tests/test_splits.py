@@ -148,8 +148,11 @@ def test_file_split_errors() -> None:
         make_split(tiny_corpus("cmumosi", ids), DataConfig(corpus="cmumosi"))
     with pytest.raises(ValueError, match="unknown split part"):
         make_split(tiny_corpus("cmumosi", ids, {"v0": "train", "v1": "dev", "v2": "test"}), DataConfig(corpus="cmumosi"))
-    with pytest.raises(ValueError, match="empty"):
-        make_split(tiny_corpus("cmumosi", ids, {"v0": "train", "v1": "train", "v2": "test"}), DataConfig(corpus="cmumosi"))
+    with pytest.raises(ValueError, match="the test part is empty"):
+        make_split(tiny_corpus("cmumosi", ids, {"v0": "train", "v1": "train", "v2": "valid"}), DataConfig(corpus="cmumosi"))
+    # No validation dialogues: validation is carved out of train (a train/test file split).
+    s = make_split(tiny_corpus("cmumosi", ids, {"v0": "train", "v1": "train", "v2": "test"}), DataConfig(corpus="cmumosi"))
+    assert (len(s.train), len(s.valid), len(s.test)) == (1, 1, 1) and "no validation dialogues" in s.note
     with pytest.raises(ValueError, match="unknown split"):
         make_split(tiny_corpus("cmumosi", ids, {"v0": "train"}), DataConfig(corpus="cmumosi", split="loso"))
 

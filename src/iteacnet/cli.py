@@ -4,6 +4,8 @@
     iteacnet train --preset P [--set section.field=value ...]
     iteacnet evaluate --checkpoint DIR
     iteacnet data inspect|cache --corpus C --root DIR [--text F --audio F --visual F]
+    iteacnet data inspect --corpus-dir DIR        a corpus folder (corpus.json + table + features)
+    iteacnet data import --from gcnet|dialoguernn|mmsa --input FILE --out DIR
     iteacnet extract text --out DIR (--label-file PKL | --transcripts FILE)
     iteacnet predict --checkpoint DIR --input conversation.jsonl [--output out.json|out.csv]
     iteacnet list                        methods, mixers, frameworks, presets
@@ -18,6 +20,7 @@ import shutil
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,7 +74,7 @@ def resolve_recipe_with(cfg: ExperimentConfig, overrides: list[str]) -> Experime
 
 def _data_overrides(args: argparse.Namespace) -> dict[str, Any]:
     ch: dict[str, Any] = {}
-    for flag, key in (("corpus", "corpus"), ("root", "root"), ("text", "text_feature"), ("audio", "audio_feature"),
+    for flag, key in (("corpus", "corpus"), ("root", "root"), ("corpus_dir", "corpus_dir"), ("text", "text_feature"), ("audio", "audio_feature"),
                       ("visual", "visual_feature"), ("split", "split"), ("fold", "fold"), ("selection", "selection")):
         v = getattr(args, flag, None)
         if v is not None:
@@ -85,6 +88,7 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--corpus", help="synthetic | iemocap4 | iemocap6 | cmumosi | cmumosei")
     g.add_argument("--root", help="GCNet-layout folder holding the label file and features/")
+    g.add_argument("--corpus-dir", help="a corpus folder (corpus.json, utterance table, features); replaces --corpus/--root")
     g.add_argument("--text", help="text feature folder under ROOT/features ('' to drop)")
     g.add_argument("--audio", help="audio feature folder ('' to drop)")
     g.add_argument("--visual", help="visual feature folder ('' to drop)")
@@ -116,6 +120,8 @@ def cmd_data(args: argparse.Namespace) -> int:
     from iteacnet.data.loading import build_cache, load_corpus
     from iteacnet.data.splits import make_split
 
+    if args.action == "import":
+        return _data_import(args)
     cfg = load_config(args.preset, args.config, args.set)
     cfg = replace(cfg, **_data_overrides(args))
     if args.action == "cache":
@@ -128,6 +134,33 @@ def cmd_data(args: argparse.Namespace) -> int:
     info = inspect_corpus(corpus, splits)
     info["split"] = f"{split.name} ({split.note})" if split.note else split.name
     print(format_inspect(info))
+    return 0
+
+
+def _data_import(args: argparse.Namespace) -> int:
+    from iteacnet.data import importers
+
+    if not (args.format and args.input and args.out):
+        raise UserError("data import: give --from FORMAT, --input FILE and --out DIR "
+                        f"(formats: {', '.join(importers.FORMATS)})")
+    ignored = [flag for flag, v in (("--set", args.set), ("--preset", args.preset), ("--config", args.config)) if v]
+    if ignored:
+        raise UserError(f"data import: {', '.join(ignored)} would be ignored (an import reads no experiment config)")
+    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    common = {"name": args.name or "", "speakers": args.speakers or "", "overwrite": args.overwrite}
+    notes: list[str] = []
+    if args.format == "gcnet":
+        folders = {m: v for m, v in (("text", args.text), ("audio", args.audio), ("visual", args.visual)) if v}
+        out = importers.import_gcnet(args.input, args.out, folders, root=args.root, classes=classes,
+                                     allow_missing_files=args.allow_missing_files, **common)
+    elif args.format == "dialoguernn":
+        out = importers.import_dialoguernn(args.input, args.out, layout=args.layout, meld_labels=args.meld_labels,
+                                           classes=classes, **common)
+    else:
+        out, notes = importers.import_mmsa(args.input, args.out, **common)
+    for n in notes:
+        print(f"note: {n}")
+    print(f"corpus folder written: {out} (check it with `iteacnet data inspect --corpus-dir {out}`)")
     return 0
 
 
@@ -157,6 +190,12 @@ def train_seeds(cfg: ExperimentConfig, out: Path, protocol: str, seeds: list[int
     data = prepare(load_corpus(cfg.data, progress=cfg.train.progress), cfg)  # the seed changes no split
     if data.split.selection == "gcnet-compatible":
         print(f"WARNING: {data.split.note}", file=sys.stderr)
+    if len(data.corpus.modalities) == 1 and any(r > 0 for r in cfg.eval.rates):
+        (m,) = data.corpus.modalities
+        print(f"WARNING: the corpus has one modality ({m}): nothing can be masked, so every missing rate of the "
+              "UME table scores the same complete data. For the complete-data framework, train with "
+              "--set 'eval.rates=[0.0]'; for missing-modality results, add a second modality "
+              "(corpus.json \"features\", or --audio/--visual).", file=sys.stderr)
     rows: list[dict[str, Any]] = []
     for seed in seeds:
         c = replace(cfg, **{"train.seed": seed})
@@ -387,7 +426,7 @@ def _prediction_csv(rows: list[dict[str, Any]], classes: tuple[str, ...]) -> str
 def cmd_predict(args: argparse.Namespace) -> int:
     from iteacnet.data.conversation import read_conversation_jsonl, split_dialogues
     from iteacnet.files import atomic_write_text
-    from iteacnet.inference import Predictor
+    from iteacnet.inference import Predictor, UnknownSpeakerWarning
 
     out = Path(args.output) if args.output else None
     fmt = "json" if out is None else out.suffix.lower().lstrip(".")
@@ -395,7 +434,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise UserError(f"--output must end in .json or .csv, got {out}")
     predictor = Predictor.from_checkpoint(args.checkpoint)
     conversations = split_dialogues(read_conversation_jsonl(args.input))
-    results = [r for conv in predictor.predict_batch(conversations) for r in conv]
+    with warnings.catch_warnings(record=True) as caught:  # one plain line each, no source line
+        warnings.simplefilter("always", UnknownSpeakerWarning)
+        results = [r for conv in predictor.predict_batch(conversations) for r in conv]
+    for w in caught:
+        if issubclass(w.category, UnknownSpeakerWarning):
+            print(f"WARNING: {w.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if fmt == "csv":
         text = _prediction_csv(results, predictor.class_names)
     else:
@@ -420,11 +466,24 @@ def cmd_params(args: argparse.Namespace) -> int:
     from iteacnet.training.frameworks import build_method
 
     cfg = load_config(args.preset, args.config, args.set)
-    try:
-        dims = tuple((m, int(d)) for m, d in (kv.split("=") for kv in args.dims.split(",")))
-    except ValueError:
-        raise UserError(f"--dims takes modality=size pairs, got {args.dims!r}") from None
-    spec = ModelSpec(dims=dims, num_outputs=args.classes, task="classification", num_speakers=args.speakers)
+    cfg = replace(cfg, **_data_overrides(args))
+    dims: tuple[tuple[str, int], ...] = ()
+    if args.dims is not None:
+        try:
+            dims = tuple((m, int(d)) for m, d in (kv.split("=") for kv in args.dims.split(",")))
+        except ValueError:
+            raise UserError(f"--dims takes modality=size pairs, got {args.dims!r}") from None
+    classes, speakers, task = args.classes, args.speakers, "classification"
+    if not dims or classes is None or speakers is None:
+        # What the flags leave open comes from the configured corpus, as training would see it.
+        from iteacnet.data.loading import load_corpus
+
+        corpus = load_corpus(cfg.data)
+        dims = dims or tuple(corpus.dims.items())
+        classes = corpus.num_classes if classes is None else classes
+        speakers = max(1, len(corpus.speaker_names)) if speakers is None else speakers
+        task = corpus.task if args.classes is None else task
+    spec = ModelSpec(dims=dims, num_outputs=classes, task=task, num_speakers=speakers)
     torch.manual_seed(0)
     method = build_method(spec, cfg.model)
     print(f"{cfg.model.method} ({cfg.model.framework}), D={cfg.model.hidden}, H={cfg.model.heads}, dims {dict(dims)}")
@@ -477,9 +536,22 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--rates", help="comma-separated rates (default: the config's)")
     sp.add_argument("--out")
 
-    sp = add("data", cmd_data, "inspect a corpus or build its cache")
-    sp.add_argument("action", choices=["inspect", "cache"])
+    sp = add("data", cmd_data, "inspect a corpus, build its cache, or import one into a corpus folder")
+    sp.add_argument("action", choices=["inspect", "cache", "import"])
     add_data_args(sp)
+    g = sp.add_argument_group("import (see README, 'Your own corpus')")
+    g.add_argument("--from", dest="format", choices=["gcnet", "dialoguernn", "mmsa"], help="the input's format")
+    g.add_argument("--input", help="gcnet: the label pickle (features under --root, default its folder); "
+                                   "dialoguernn / mmsa: the pickle")
+    g.add_argument("--out", help="the corpus folder to write")
+    g.add_argument("--name", help="corpus name (default: the known corpus, else the file's name)")
+    g.add_argument("--classes", help="class names in label order, comma-separated")
+    g.add_argument("--layout", choices=["iemocap", "meld"], default="iemocap", help="dialoguernn: the pickle's layout")
+    g.add_argument("--meld-labels", choices=["emotion", "sentiment"], default="emotion",
+                   help="dialoguernn, MELD layout: which labels (item 3: emotion; item 9: sentiment)")
+    g.add_argument("--speakers", choices=["identities", "roles"],
+                   help="speaker scheme written to corpus.json (default: identities for IEMOCAP, else roles)")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing corpus folder")
 
     sp = add("benchmark", cmd_benchmark, "run a grid of methods x corpora x protocols x seeds x folds x rates (resumable)")
     sp.add_argument("--quick", action="store_true", help="the tiny synthetic grid (preset `quick`)")
@@ -521,9 +593,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--output", help="out.json or out.csv (default: JSON to stdout)")
 
     sp = add("params", cmd_params, "parameter counts of the configured method, split by module")
-    sp.add_argument("--dims", default="text=1024,audio=512,visual=1024", help="modality=size pairs (GCNet's IEMOCAP sizes by default)")
-    sp.add_argument("--classes", type=int, default=4)
-    sp.add_argument("--speakers", type=int, default=2)
+    add_data_args(sp)
+    sp.add_argument("--dims", help="modality=size pairs, e.g. text=1024,audio=512,visual=1024 (GCNet's IEMOCAP "
+                                   "sizes); default: the configured corpus's")
+    sp.add_argument("--classes", type=int, help="outputs (default: the configured corpus's)")
+    sp.add_argument("--speakers", type=int, help="speakers (default: the configured corpus's)")
 
     add("list", cmd_list, "list methods, mixers, frameworks and presets", config=False)
     return p

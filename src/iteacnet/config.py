@@ -151,6 +151,13 @@ class DataConfig:
 
     corpus: str = "synthetic"  # synthetic | iemocap4 | iemocap6 | cmumosi | cmumosei
     root: str = ""  # GCNet-layout folder (e.g. ../shared/data/CMUMOSI); empty for synthetic
+    # A corpus folder (corpus.json + utterance table + features, data/table.py); when set it
+    # is the corpus, and `corpus`/`root` are not used.
+    corpus_dir: str = ""
+    # Speaker coding: "" keeps the corpus's own (paper corpora: identities; corpus folders:
+    # their corpus.json, default roles); "identities" | "roles" overrides it.
+    speakers: str = ""
+    max_roles: int = 0  # roles: at most this many per dialogue; 0 keeps the corpus's (default 8)
     # Feature folder per modality under <root>/features: "none" drops the modality; "" takes
     # the GCNet default folder if it exists (see data/loading.py).
     text_feature: str = ""

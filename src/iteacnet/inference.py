@@ -18,13 +18,16 @@ Raw text without `features.text` is embedded on the fly when the checkpoint's te
 came from the `extract text` extractor (see `text_extractor_check`), with the same encoder;
 otherwise it is an error. A model without a text modality ignores raw text.
 
-Speakers: a name the model knows (IEMOCAP: 'F', 'M') keeps its index; other names take the
-remaining indices in order of first appearance. A conversation with more distinct speakers
-than the model knows is refused. A single-speaker model (CMU-MOSI) ignores speakers.
+Speakers follow the training corpus's scheme (`meta.json` "speaker_scheme"): with `roles`,
+the first speaker of a conversation is role 0, the next new one role 1, … (capped at the
+model's last role). With `identities`, a name the model knows (IEMOCAP: 'F', 'M') keeps its
+index; an unknown name gets its role in the conversation, with an `UnknownSpeakerWarning`.
+A single-speaker model (CMU-MOSI) ignores speakers.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -34,6 +37,7 @@ import torch
 from torch import nn
 
 from iteacnet.config import ExperimentConfig
+from iteacnet.data.assemble import role_codes
 from iteacnet.data.batching import Batch
 from iteacnet.data.conversation import ConversationError, as_feature_vector
 from iteacnet.data.extract import (
@@ -52,6 +56,10 @@ from iteacnet.training.frameworks import build_method
 
 # The longest conversation predicted in one piece (see Predictor._check_length).
 MAX_UTTERANCES = 2048
+
+
+class UnknownSpeakerWarning(UserWarning):
+    """A speaker name the checkpoint's identities do not know; it was given its role."""
 
 
 class PredictError(UserError):
@@ -85,6 +93,21 @@ def text_extractor_check(cfg: ExperimentConfig, meta: dict[str, Any], spec: Mode
     recorded = meta.get("text_extractor")
     if isinstance(recorded, str):
         return recorded == EXTRACTOR_NAME, f"the checkpoint records text features from {recorded!r}"
+    if cfg.data.corpus_dir:  # a corpus folder: its corpus.json names the text features
+        from iteacnet.data.corpus import CorpusError
+        from iteacnet.data.table import read_description
+
+        try:
+            source = read_description(cfg.data.corpus_dir).features.get("text")
+        except CorpusError as e:
+            return False, f"its corpus folder cannot be read ({e})"
+        if source is None or source.folder is None:
+            return False, "its text features are a matrix, which records no extractor"
+        folder = source.folder
+        if read_manifest(folder) is not None:
+            ok = manifest_matches(folder)
+            return ok, f"{folder}/manifest.json {'matches' if ok else 'does not match'} the {EXTRACTOR_NAME} extractor"
+        return False, f"its text feature folder {folder} has no manifest.json"
     name = cfg.data.text_feature
     if cfg.data.corpus == "synthetic" or name in ("", "none"):
         return False, f"it was trained on {cfg.data.corpus!r} text features {name or '(GCNet default)'!r}"
@@ -135,6 +158,7 @@ class Predictor:
                 raise CheckpointError(f"{source or 'checkpoint'}: standardization of {m} is not {d}-d")
             self.stats[m] = (mu, sd)
         self.speaker_names: tuple[str, ...] = tuple(str(s) for s in meta.get("speaker_names", ()))
+        self.speaker_scheme = str(meta.get("speaker_scheme", "identities"))
         names = tuple(str(c) for c in meta.get("class_names", ()))
         if spec.task == "classification" and len(names) != spec.num_outputs:
             names = tuple(str(i) for i in range(spec.num_outputs))  # a corpus without class names
@@ -317,21 +341,25 @@ class Predictor:
                     f"(it knows {', '.join(map(repr, known))})"
                 )
             names.append(str(spk))
-        # Known names keep their index; the others fill the free indices in order of appearance.
-        free = [i for i in range(n) if i not in {known[s] for s in names if s in known}]
-        code: dict[str, int] = {}
-        for t, s in enumerate(names):
-            if s in known or s in code:
-                continue
-            if not free:
-                distinct = list(dict.fromkeys(names[: t + 1]))
-                raise PredictError(
-                    f"{self._where(conv[t], c, t)}: speaker {s!r} is speaker {len(distinct)} of this conversation "
-                    f"({', '.join(map(repr, distinct))}), but the model knows only {n} "
-                    f"({', '.join(map(repr, known))})"
-                )
-            code[s] = free.pop(0)
-        return np.asarray([known[s] if s in known else code[s] for s in names], dtype=np.int64)
+        # Roles (first speaker of the conversation 0, next new one 1, …, capped at n - 1),
+        # as the training corpus coded them (data/assemble.py).
+        roles = role_codes(np.asarray([0, len(names)]), names, n)
+        if self.speaker_scheme == "roles":
+            return roles
+        # Identities: a known name keeps its index; an unknown one gets its role, never
+        # silently some trained identity, and a warning says so.
+        out = np.asarray([known.get(s, -1) for s in names], dtype=np.int64)
+        unknown = list(dict.fromkeys(s for s in names if s not in known))
+        if unknown:
+            given = {s: int(roles[names.index(s)]) for s in unknown}
+            warnings.warn(
+                f"conversation {c}: speaker(s) {', '.join(f'{s!r} -> role {i}' for s, i in given.items())} "
+                f"unknown to the model (it knows {', '.join(map(repr, known))}); each takes the index of its "
+                "role in the conversation (first speaker 0, next new speaker 1, …)",
+                UnknownSpeakerWarning, stacklevel=4,
+            )
+            out = np.where(out < 0, roles, out)
+        return out
 
     def _encode(self, rows: list[dict[str, np.ndarray]], speakers: np.ndarray) -> _Encoded:
         T = len(rows)

@@ -37,7 +37,7 @@ class GridSpec:
     variants: tuple[str, ...]
     corpora: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]  # (name, DataConfig overrides)
     seeds: tuple[int, ...] = (0, 1, 2)
-    folds: tuple[int, ...] = (0, 1, 2, 3, 4)  # IEMOCAP only; other corpora use their one split
+    folds: tuple[int, ...] = (0, 1, 2, 3, 4)  # IEMOCAP and corpus folders with folds; others use their one split
     protocols: tuple[str, ...] = ("ume", "ime")
 
     @classmethod
@@ -101,6 +101,15 @@ def _cell_id(cfg: ExperimentConfig, protocol: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _has_folds(data: Any) -> bool:
+    """IEMOCAP, or a corpus folder whose table gives folds (leave-one-fold-out)."""
+    if data.corpus_dir:
+        from iteacnet.data.table import read_description, read_table
+
+        return bool(read_table(read_description(data.corpus_dir)).folds)
+    return data.corpus in IEMOCAP
+
+
 def expand(
     spec: GridSpec, base: ExperimentConfig, reapply: Callable[[ExperimentConfig], ExperimentConfig] | None = None
 ) -> list[Cell]:
@@ -111,7 +120,7 @@ def expand(
     cells: list[Cell] = []
     for corpus_name, data_over in spec.corpora:
         data = replace(base.data, **dict(data_over))
-        folds = spec.folds if data.corpus in IEMOCAP else (0,)
+        folds = spec.folds if _has_folds(data) else (0,)
         for vname in spec.variants:
             v = VARIANTS[vname]
             model = from_dict(ModelConfig, merge_dicts(base.to_dict()["model"], v.model))

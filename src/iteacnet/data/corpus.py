@@ -47,6 +47,12 @@ CORPUS_SPECS: dict[str, dict] = {
     },
     "synthetic": {"task": "classification", "classes": (), "label_file": "", "defaults": {}},
 }
+SPEAKER_SCHEMES: tuple[str, ...] = ("identities", "roles")
+
+
+class CorpusError(UserError):
+    """The corpus on disk (or its description) is malformed; the message names the file,
+    line or field at fault."""
 
 
 @dataclass
@@ -69,6 +75,11 @@ class Corpus:
     file_split: dict[str, str] = field(default_factory=dict)
     # Facts the loader wants the user to see (missing files treated as missing modalities …).
     notes: list[str] = field(default_factory=list)
+    # Cross-validation folds, dialogue id -> fold id (IEMOCAP: its session); empty if none.
+    folds: dict[str, str] = field(default_factory=dict)
+    # "identities": one index per speaker name across the corpus (IEMOCAP's F/M);
+    # "roles": per dialogue, first speaker = 0, next new speaker = 1, … (data/assemble.py).
+    speaker_scheme: str = "identities"
 
     def __post_init__(self) -> None:
         for m in self.features:
@@ -149,6 +160,7 @@ class Corpus:
             speakers=self.speakers, speaker_names=self.speaker_names, labels=self.labels,
             features=features, available={m: self.available[m] for m in features},
             transcripts=self.transcripts, file_split=self.file_split, notes=list(self.notes),
+            folds=self.folds, speaker_scheme=self.speaker_scheme,
         )
 
     def select_modalities(self, modalities: tuple[str, ...]) -> Corpus:
@@ -173,6 +185,7 @@ class Corpus:
             "dialogue_ids": self.dialogue_ids, "utterance_ids": self.utterance_ids,
             "speaker_names": list(self.speaker_names), "modalities": list(self.modalities),
             "transcripts": self.transcripts, "file_split": self.file_split, "notes": self.notes,
+            "folds": self.folds, "speaker_scheme": self.speaker_scheme,
         }
         path.with_suffix(".json").write_text(json.dumps(meta))
 
@@ -191,4 +204,5 @@ class Corpus:
             features={m: arrays[f"feat_{m}"] for m in mods},
             available={m: arrays[f"avail_{m}"] for m in mods},
             transcripts=meta["transcripts"], file_split=meta["file_split"], notes=meta["notes"],
+            folds=meta.get("folds", {}), speaker_scheme=meta.get("speaker_scheme", "identities"),
         )

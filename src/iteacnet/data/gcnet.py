@@ -24,29 +24,28 @@ import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from iteacnet.config import MODALITIES
-from iteacnet.data.corpus import CORPUS_SPECS, Corpus
+from iteacnet.data.assemble import UtteranceRows, assemble_corpus
+from iteacnet.data.corpus import CORPUS_SPECS, Corpus, CorpusError
 from iteacnet.data.safe_pickle import load_label_file
-from iteacnet.errors import UserError
 from iteacnet.files import check_npy_size
 
 GCNET_CORPORA: tuple[str, ...] = ("iemocap4", "iemocap6", "cmumosi", "cmumosei")
 # Bump when the loader's output for the same inputs changes, so disk caches are rebuilt.
-LOADER_VERSION = 1
+# 2: IEMOCAP corpora carry their sessions as `Corpus.folds`.
+LOADER_VERSION = 2
 MOSI_LABEL_RANGE: tuple[float, float] = (-3.0, 3.0)
 _SPLIT_NAMES_IEMOCAP = ("train", "test")
 _SPLIT_NAMES_MOSI = ("train", "valid", "test")
 _SHOW = 5  # how many culprits an error message lists
 
 
-class CorpusError(UserError):
-    """The corpus on disk is malformed; the message names the file or utterance at fault."""
+__all__ = ["CorpusError", "GCNET_CORPORA", "load_gcnet_corpus", "parse_label_file"]
 
 
 def _is_iemocap(name: str) -> bool:
@@ -59,17 +58,6 @@ def _short(items: Sequence[str]) -> str:
 
 
 # --------------------------------------------------------------------------- label file
-
-
-@dataclass
-class _Labels:
-    dialogue_ids: list[str]
-    utterance_ids: list[str]
-    offsets: np.ndarray
-    speakers: list[str]
-    labels: np.ndarray
-    transcripts: list[str]
-    file_split: dict[str, str]
 
 
 def _as_str(x: Any, what: str, where: str) -> str:
@@ -119,21 +107,40 @@ def _class_label(v: Any, num_classes: int, utt: str, where: str) -> int:
     return y
 
 
-def _score_label(v: Any, utt: str, where: str) -> float:
+def _score_label(v: Any, utt: str, where: str, score_range: tuple[float, float] | None = MOSI_LABEL_RANGE) -> float:
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
         raise CorpusError(f"{where}: label of utterance {utt!r} is {v!r}, expected a sentiment score")
     y = float(v)
-    lo, hi = MOSI_LABEL_RANGE
+    if score_range is None:
+        if not math.isfinite(y):
+            raise CorpusError(f"{where}: label {y} of utterance {utt!r} is not finite")
+        return y
+    lo, hi = score_range
     if not (math.isfinite(y) and lo <= y <= hi):
         raise CorpusError(f"{where}: label {y} of utterance {utt!r} is outside [{lo:g}, {hi:g}]")
     return y
 
 
-def _parse_label_file(name: str, path: Path) -> _Labels:
-    where = str(path)
+def _parse_label_file(name: str, path: Path) -> UtteranceRows:
     spec = CORPUS_SPECS[name]
-    items = load_label_file(path)
     split_names = _SPLIT_NAMES_IEMOCAP if _is_iemocap(name) else _SPLIT_NAMES_MOSI
+    return parse_label_file(path, spec["task"], len(spec["classes"]), split_names)
+
+
+def parse_label_file(
+    path: Path,
+    task: str,
+    num_classes: int = 0,
+    split_names: tuple[str, ...] | None = None,
+    score_range: tuple[float, float] | None = MOSI_LABEL_RANGE,
+) -> UtteranceRows:
+    """Read a GCNet label pickle of any corpus: `[videoIDs, videoLabels, videoSpeakers,
+    videoSentence, <split lists>]`. `split_names` None: 6 items are train/test, 7
+    train/valid/test. Classification labels must lie in [0, num_classes)."""
+    where = str(path)
+    items = load_label_file(path)
+    if split_names is None:
+        split_names = {6: _SPLIT_NAMES_IEMOCAP, 7: _SPLIT_NAMES_MOSI}.get(len(items), _SPLIT_NAMES_MOSI)
     expected = 4 + len(split_names)
     if len(items) != expected:
         layout = "[videoIDs, videoLabels, videoSpeakers, videoSentence, " + ", ".join(
@@ -161,8 +168,7 @@ def _parse_label_file(name: str, path: Path) -> _Labels:
                 )
             file_split[did] = split
 
-    is_class = spec["task"] == "classification"
-    num_classes = len(spec["classes"])
+    is_class = task == "classification"
     dialogue_ids = sorted(ids)
     utt_ids: list[str] = []
     speakers: list[str] = []
@@ -192,12 +198,12 @@ def _parse_label_file(name: str, path: Path) -> _Labels:
                 raise CorpusError(f"{where}: duplicate utterance id {utt!r} ({place} {did!r})")
             owner[utt] = did
         for utt, v in zip(u, y):
-            labels.append(_class_label(v, num_classes, utt, where) if is_class else _score_label(v, utt, where))
+            labels.append(_class_label(v, num_classes, utt, where) if is_class else _score_label(v, utt, where, score_range))
         speakers.extend(_as_str(x, f"a speaker of dialogue {did!r}", where) for x in s)
         transcripts.extend(_as_str(x, f"a sentence of dialogue {did!r}", where) for x in t)
         utt_ids.extend(u)
         offsets.append(offsets[-1] + len(u))
-    return _Labels(
+    return UtteranceRows(
         dialogue_ids=dialogue_ids,
         utterance_ids=utt_ids,
         offsets=np.asarray(offsets, dtype=np.int64),
@@ -317,7 +323,7 @@ def _read_feature(paths: list[Path]) -> np.ndarray:
 def _load_modality(
     modality: str,
     folder: Path,
-    labels: _Labels,
+    labels: UtteranceRows,
     per_speaker_dirs: bool,
     allow_missing_files: bool,
     label_path: Path,
@@ -439,22 +445,9 @@ def load_gcnet_corpus(
         notes.append(f"{len(unsplit)} dialogue(s) are in no split of the label file: {_short(unsplit)}")
     if _is_iemocap(name):
         notes.append("the IEMOCAP label file splits train/test only (no validation split)")
-
-    speaker_names = tuple(sorted(set(labels.speakers)))
-    code = {s: i for i, s in enumerate(speaker_names)}
-    return Corpus(
-        name=name,
-        task=spec["task"],
-        class_names=tuple(spec["classes"]),
-        dialogue_ids=labels.dialogue_ids,
-        offsets=labels.offsets,
-        utterance_ids=labels.utterance_ids,
-        speakers=np.asarray([code[s] for s in labels.speakers], dtype=np.int64),
-        speaker_names=speaker_names,
-        labels=labels.labels,
-        features=feats,
-        available=available,
-        transcripts=labels.transcripts,
-        file_split=labels.file_split,
-        notes=notes,
-    )
+        # Leave-one-session-out folds (evaluation/splits.py): session = 5th character. Left
+        # empty if an id is not IEMOCAP's, so that the split names the culprit.
+        sessions = {d: d[4] for d in labels.dialogue_ids if len(d) >= 5 and d.startswith("Ses") and d[4] in "12345"}
+        if len(sessions) == len(labels.dialogue_ids):
+            labels.folds = sessions
+    return assemble_corpus(name, spec["task"], tuple(spec["classes"]), labels, feats, available, notes)

@@ -1,5 +1,9 @@
 """`DataConfig` → `Corpus`, with a disk cache for the GCNet-layout corpora.
 
+`data.corpus_dir` set: the corpus folder there (data/table.py) is the corpus, read without a
+cache (give large corpora as one matrix per modality, which loads in seconds).
+`data.speakers` / `data.max_roles` re-code speakers (data/assemble.py) of any corpus.
+
 Which feature folders are loaded (fields `text_feature`, `audio_feature`, `visual_feature`):
 - a folder name: load `<root>/features/<name>` (it must exist);
 - `"none"` (`DROP_FEATURE`): leave the modality out;
@@ -24,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from iteacnet.config import MODALITIES, DataConfig
-from iteacnet.data.corpus import CORPUS_SPECS, Corpus
+from iteacnet.data.assemble import DEFAULT_MAX_ROLES, recode_speakers
+from iteacnet.data.corpus import CORPUS_SPECS, SPEAKER_SCHEMES, Corpus
 from iteacnet.data.gcnet import (
     GCNET_CORPORA,
     LOADER_VERSION,
@@ -33,6 +38,7 @@ from iteacnet.data.gcnet import (
     load_gcnet_corpus,
 )
 from iteacnet.data.synthetic import make_synthetic_corpus
+from iteacnet.data.table import corpus_name, load_table_corpus
 
 DROP_FEATURE = "none"
 CACHE_DIRNAME = ".iteacnet-cache"  # where caches went before; no longer written
@@ -184,6 +190,8 @@ def _try_load(path: Path) -> Corpus | None:
 
 def build_cache(cfg: DataConfig, progress: bool = False) -> Path:
     """Load a GCNet corpus from source if its cache is absent or stale; return the `.npz` path."""
+    if cfg.corpus_dir:
+        raise CorpusError(f"data.corpus_dir {cfg.corpus_dir}: a corpus folder is read directly and never cached")
     if cfg.corpus == "synthetic":
         raise CorpusError("the synthetic corpus is generated on the fly and never cached")
     return _load_or_build(cfg, progress)[1]
@@ -197,8 +205,29 @@ def _synthetic(cfg: DataConfig) -> Corpus:
     return corpus if keep == corpus.modalities else corpus.select_modalities(keep)
 
 
+def _check_speakers(cfg: DataConfig) -> None:
+    if cfg.speakers and cfg.speakers not in SPEAKER_SCHEMES:
+        raise CorpusError(f"data.speakers: {cfg.speakers!r} is not one of {', '.join(SPEAKER_SCHEMES)} (or '' for the corpus's own)")
+    if cfg.max_roles < 0:
+        raise CorpusError(f"data.max_roles: must be >= 0 (0 keeps the corpus's), got {cfg.max_roles}")
+
+
 def load_corpus(cfg: DataConfig, progress: bool = False) -> Corpus:
-    """The corpus of `cfg`: generated (synthetic) or loaded through the disk cache."""
-    if cfg.corpus == "synthetic":
-        return _synthetic(cfg)
-    return _load_or_build(cfg, progress)[0]
+    """The corpus of `cfg`: a corpus folder, generated (synthetic) or loaded through the disk cache."""
+    _check_speakers(cfg)
+    if cfg.corpus_dir:
+        return load_table_corpus(cfg.corpus_dir, cfg.allow_missing_files, progress, cfg.speakers, cfg.max_roles)
+    corpus = _synthetic(cfg) if cfg.corpus == "synthetic" else _load_or_build(cfg, progress)[0]
+    if cfg.speakers == "roles" or (cfg.max_roles and corpus.speaker_scheme == "roles"):
+        corpus = recode_speakers(corpus, "roles", cfg.max_roles or DEFAULT_MAX_ROLES)
+    return corpus
+
+
+def corpus_label(cfg: DataConfig) -> str:
+    """The corpus's name for result rows: corpus.json's name for a corpus folder."""
+    if cfg.corpus_dir:
+        try:
+            return corpus_name(cfg.corpus_dir)
+        except CorpusError:
+            return Path(cfg.corpus_dir).name
+    return cfg.corpus

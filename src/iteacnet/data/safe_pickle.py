@@ -11,7 +11,10 @@ Admitted globals (both the numpy<2 `numpy.core.*` and numpy>=2 `numpy._core.*` s
 - `numpy.dtype`, restricted to bool/int/uint/float/complex/bytes/str kinds,
 - `builtins.set` / `frozenset` (protocols < 4 rebuild sets by calling them),
 - `_codecs.encode` restricted to latin-1 (protocol 2 stores bytes through it).
-Object and structured (void) dtypes are refused: they can embed arbitrary objects.
+Object and structured (void) dtypes are refused: they can embed arbitrary objects. Only
+`safe_load(..., object_arrays=True)` (MMSA's pickles hold ids and raw text as object arrays)
+admits plain object arrays, whose elements were unpickled through the same restricted
+`find_class` and must each be a string or number (checked after loading).
 """
 
 from __future__ import annotations
@@ -55,9 +58,10 @@ def _check_dtype(dt: np.dtype, where: str) -> np.dtype:
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-    def __init__(self, file: Any, path: str) -> None:
+    def __init__(self, file: Any, path: str, object_arrays: bool = False) -> None:
         super().__init__(file, encoding="latin1")
         self._path = path
+        self._object_arrays = object_arrays
         self._allowed = self._build_allowed()
 
     def _build_allowed(self) -> dict[tuple[str, str], Callable[..., Any]]:
@@ -69,7 +73,10 @@ class _RestrictedUnpickler(pickle.Unpickler):
         def safe_dtype(*args: Any, **kwargs: Any) -> np.dtype:
             if args and not isinstance(args[0], (str, bytes)):
                 raise UnsafePickleError(f"{where}: refused numpy dtype built from {type(args[0]).__name__}")
-            return _check_dtype(np.dtype(*args, **kwargs), where)
+            dt = np.dtype(*args, **kwargs)
+            if self._object_arrays and dt == np.dtype(object):
+                return dt
+            return _check_dtype(dt, where)
 
         def safe_reconstruct(cls: Any, *args: Any) -> Any:
             if cls is not np.ndarray:
@@ -117,12 +124,13 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise UnsafePickleError(f"{self._path}: refused persistent id {pid!r}")
 
 
-def _check_tree(obj: Any, where: str) -> None:
+def _check_tree(obj: Any, where: str, object_arrays: bool = False) -> None:
     """Second line of defence: every object in the result is of an admitted type.
 
     Each container is walked once (by identity): a pickle may share one list many times
     (`x = [x, x]` forty levels deep is 2.6 KB on disk but 2**40 paths), and the memo keeps
-    the check linear in the number of distinct objects."""
+    the check linear in the number of distinct objects. With `object_arrays`, object arrays
+    are admitted when every element is a string or number."""
     seen: set[int] = set()
     stack: list[tuple[Any, int]] = [(obj, 0)]
     while stack:
@@ -137,6 +145,11 @@ def _check_tree(obj: Any, where: str) -> None:
         if isinstance(o, np.ndarray):
             if type(o) is not np.ndarray:
                 raise UnsafePickleError(f"{where}: refused array subclass {type(o).__name__}")
+            if object_arrays and o.dtype == np.dtype(object):
+                for v in o.flat:
+                    if not (v is None or isinstance(v, (bool, int, float, str, bytes, np.number, np.str_, np.bytes_))):
+                        raise UnsafePickleError(f"{where}: refused object array element of type {type(v).__qualname__}")
+                continue
             _check_dtype(o.dtype, where)
             continue
         if type(o) not in (dict, list, tuple, set, frozenset):
@@ -148,18 +161,18 @@ def _check_tree(obj: Any, where: str) -> None:
         stack.extend((x, depth + 1) for x in items)
 
 
-def safe_load(path: str | Path) -> Any:
+def safe_load(path: str | Path, object_arrays: bool = False) -> Any:
     """Unpickle `path` (latin-1, as GCNet's files need) with the restricted unpickler."""
     path = Path(path)
     try:
         with path.open("rb") as f:
-            obj = _RestrictedUnpickler(f, str(path)).load()
+            obj = _RestrictedUnpickler(f, str(path), object_arrays).load()
     except UnsafePickleError:
         raise
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
             RecursionError, MemoryError) as e:
         raise UnsafePickleError(f"{path}: not a readable label pickle ({type(e).__name__}: {e})") from e
-    _check_tree(obj, str(path))
+    _check_tree(obj, str(path), object_arrays=object_arrays)
     return obj
 
 

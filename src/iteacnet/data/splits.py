@@ -5,7 +5,13 @@
   `val_fraction` of the training sessions' dialogues is held out for model selection.
 - CMU-MOSI / MOSEI: `standard` is the train/valid/test video split in the label file;
   `poria` reads `poria_split.json` (train/test videos) and carves validation out of train.
-- synthetic (and any other corpus): the split stored with the corpus (`Corpus.file_split`).
+- synthetic (and any other corpus): the split stored with the corpus (`Corpus.file_split`);
+  without validation dialogues (a train/test split) validation is carved out of train.
+- a corpus with folds (`Corpus.folds`, dialogue -> fold id: IEMOCAP's sessions, or a corpus
+  folder whose split column holds fold ids): leave-one-fold-out, fold k tests the k-th fold
+  id in sorted order (numeric ids numerically), validation carved out of train as for
+  IEMOCAP. It shares IEMOCAP's split name (`loso-fold<k>`) and seeds, so an IEMOCAP copy
+  given as a corpus folder splits and masks exactly as the original.
 
 `selection="gcnet-compatible"` reproduces GCNet, which selects the model on the test set:
 validation := test. Such a split is `flagged` and says so in its `note`.
@@ -148,6 +154,30 @@ def _iemocap_split(corpus: Corpus, cfg: DataConfig) -> Split:
     return _finish(corpus, cfg, f"loso-fold{cfg.fold}", train, test, None, ("loso", cfg.fold), notes)
 
 
+def fold_ids(corpus: Corpus) -> list[str]:
+    """The corpus's fold ids in fold order (numeric ids numerically, else as strings)."""
+    ids = set(corpus.folds.values())
+    numeric = all(i.lstrip("-").isdigit() for i in ids)
+    return sorted(ids, key=(lambda i: (int(i), i)) if numeric else str)
+
+
+def _fold_split(corpus: Corpus, cfg: DataConfig) -> Split:
+    if cfg.split not in ("loso", "standard"):
+        raise UserError(f"unknown split {cfg.split!r} for {corpus.name}; its folds take 'loso' (alias 'standard')")
+    ids = fold_ids(corpus)
+    if not 0 <= cfg.fold < len(ids):
+        raise UserError(f"{corpus.name}: fold must be in 0..{len(ids) - 1} (fold ids {ids}), got {cfg.fold}")
+    held = ids[cfg.fold]
+    index = corpus.dialogue_index()
+    test = _sorted_by_id(corpus, (index[d] for d, f in corpus.folds.items() if f == held and d in index))
+    train = _sorted_by_id(corpus, (index[d] for d, f in corpus.folds.items() if f != held and d in index))
+    notes = [f"leave-one-fold-out: test = fold {held!r}"]
+    left_out = corpus.num_dialogues - len(test) - len(train)
+    if left_out:
+        notes.append(f"{left_out} dialogue(s) of the corpus are in no fold and are left out")
+    return _finish(corpus, cfg, f"loso-fold{cfg.fold}", train, test, None, ("loso", cfg.fold), notes)
+
+
 def _file_split(corpus: Corpus, cfg: DataConfig) -> Split:
     if not corpus.file_split:
         raise UserError(f"{corpus.name}: the corpus carries no file split (Corpus.file_split is empty)")
@@ -163,6 +193,9 @@ def _file_split(corpus: Corpus, cfg: DataConfig) -> Split:
     if unassigned:
         notes.append(f"{unassigned} dialogue(s) of the corpus are in no part and are left out")
     train, valid, test = (_sorted_by_id(corpus, parts[p]) for p in ("train", "valid", "test"))
+    if not valid:  # a train/test split (e.g. DialogueRNN's pickles): validation is carved out of train
+        notes.append("the file split has no validation dialogues")
+        return _finish(corpus, cfg, "standard", train, test, None, ("standard",), notes)
     return _finish(corpus, cfg, "standard", train, test, valid, ("standard",), notes)
 
 
@@ -196,6 +229,8 @@ def make_split(corpus: Corpus, cfg: DataConfig, poria_split_path: Path | None = 
     """The protocol split of `corpus` under `cfg` (split, fold, val_fraction, split_seed,
     selection). Raises ValueError for a fold outside 0..4, an unknown split name, an empty
     part or a dialogue in two parts."""
+    if corpus.folds:
+        return _fold_split(corpus, cfg)
     if corpus.name in IEMOCAP_CORPORA:
         return _iemocap_split(corpus, cfg)
     if cfg.split == "standard":

@@ -17,6 +17,7 @@ from torch import nn
 
 from iteacnet.config import ExperimentConfig, replace
 from iteacnet.data.batching import iterate_batches
+from iteacnet.data.loading import corpus_label
 from iteacnet.masking import pattern_mask
 from iteacnet.training.engine import (
     FitResult,
@@ -45,7 +46,7 @@ def run_key(cfg: ExperimentConfig) -> dict[str, Any]:
         "student": f"{m.student_kind}{m.student_layers}" if is_its and not single else "",
         "ecce": ecce_label(cfg) if is_its else "",
         "recipe": cfg.train.recipe,
-        "corpus": cfg.data.corpus,
+        "corpus": corpus_label(cfg.data),
         "split": cfg.data.split,
         "fold": cfg.data.fold,
         "selection": cfg.data.selection,

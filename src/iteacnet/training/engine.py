@@ -19,6 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from iteacnet.config import ExperimentConfig, TrainConfig
+from iteacnet.data.assemble import speakers_for_training
 from iteacnet.data.batching import Batch, iterate_batches, iterate_utterance_batches
 from iteacnet.data.corpus import Corpus
 from iteacnet.data.splits import Split, make_split
@@ -49,6 +50,7 @@ class PreparedData:
 def prepare(corpus: Corpus, cfg: ExperimentConfig) -> PreparedData:
     """Split per the protocol, standardize with training statistics, derive the ModelSpec."""
     split = make_split(corpus, cfg.data)
+    corpus, _ = speakers_for_training(corpus, list(split.train))  # no index learned from nothing
     stats = corpus.standardization_stats(list(split.train))
     spec = ModelSpec(
         dims=tuple(corpus.dims.items()),
@@ -372,6 +374,7 @@ def checkpoint_meta(data: PreparedData, cfg: ExperimentConfig, extra: dict[str, 
         },
         "class_names": list(data.corpus.class_names),
         "speaker_names": list(data.corpus.speaker_names),
+        "speaker_scheme": data.corpus.speaker_scheme,
         "standardization": {m: {"mean": mu.tolist(), "std": sd.tolist()} for m, (mu, sd) in data.stats.items()},
         "split": {"name": data.split.name, "selection": data.split.selection, "note": data.split.note},
         **extra,

@@ -1,0 +1,45 @@
+"""benchmarks/load_corpus.py at tiny sizes: both layouts load the same corpus, figures well-formed.
+
+No timing thresholds: the figures depend on the machine.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from iteacnet.data.table import load_table_corpus
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "load_corpus.py"
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("bench_load_corpus", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["bench_load_corpus"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_layouts_give_the_same_corpus(tmp_path: Path) -> None:
+    mod = _module()
+    mod.write_corpus(tmp_path / "m", 60, [5, 3], per_file=False)
+    mod.write_corpus(tmp_path / "f", 60, [5, 3], per_file=True)
+    a, b = load_table_corpus(tmp_path / "m"), load_table_corpus(tmp_path / "f")
+    assert a.num_utterances == 60 and a.utterance_ids == b.utterance_ids and a.dims == {"text": 5, "audio": 3}
+    for m in a.modalities:
+        np.testing.assert_array_equal(a.features[m], b.features[m])
+
+
+def test_script_writes_figures(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "fig.json"
+    assert _module().main(["--utterances", "80", "--per-file-utterances", "40", "--repeats", "1", "--out", str(out)]) == 0
+    fig = json.loads(out.read_text())
+    assert fig["matrix"]["utterances"] == 80 and fig["per_file"]["utterances"] == 40
+    assert fig["per_file"]["extrapolated"] is True and fig["per_file"]["load_s_at_full_size"] >= 0
+    assert "EXTRAPOLATED" in capsys.readouterr().out
