@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from iteacnet.config import ExperimentConfig, TrainConfig
 from iteacnet.data.batching import Batch, iterate_batches
 from iteacnet.data.corpus import Corpus
+from iteacnet.data.extract import feature_manifests
 from iteacnet.evaluation.metrics import compute_metrics
 from iteacnet.evaluation.splits import Split, make_split
 from iteacnet.masking import achieved_rate, fixed_mask, sample_mask, stable_seed
@@ -286,6 +287,7 @@ def checkpoint_meta(data: PreparedData, cfg: ExperimentConfig, extra: dict[str, 
         "speaker_names": list(data.corpus.speaker_names),
         "standardization": {m: {"mean": mu.tolist(), "std": sd.tolist()} for m, (mu, sd) in data.stats.items()},
         "split": {"name": data.split.name, "selection": data.split.selection, "note": data.split.note},
+        "feature_manifests": feature_manifests(cfg.data),  # how extracted features were made (predict)
         **extra,
     }
 
