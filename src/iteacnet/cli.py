@@ -7,6 +7,7 @@
     iteacnet data inspect --corpus-dir DIR        a corpus folder (corpus.json + table + features)
     iteacnet data import --from gcnet|dialoguernn|mmsa --input FILE --out DIR
     iteacnet extract text --out DIR (--label-file PKL | --transcripts FILE)
+    iteacnet extract audio --out DIR (--folder DIR | --manifest FILE) [--feature-set S]
     iteacnet predict --checkpoint DIR --input conversation.jsonl [--output out.json|out.csv]
     iteacnet list                        methods, mixers, frameworks, presets
 """
@@ -385,14 +386,36 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_extract_audio(args: argparse.Namespace) -> int:
+    from iteacnet.data import audio
+
+    if (args.folder is None) == (args.manifest is None) or args.label_file or args.transcripts:
+        raise SystemExit("iteacnet extract audio: give exactly one of --folder or --manifest")
+    try:
+        settings = audio.AudioSettings(args.feature_set, args.sample_rate)
+        items = (audio.audio_files_in(args.folder, args.recursive) if args.folder is not None
+                 else audio.read_audio_list(args.manifest))
+        with audio.notes_to_stderr("iteacnet extract audio"):
+            report = audio.extract_audio_features(items, Path(args.out), settings, workers=args.workers,
+                                                  overwrite=args.overwrite)
+    except (audio.AudioUnavailable, ValueError, OSError) as e:  # AudioError is a ValueError
+        raise SystemExit(f"iteacnet extract audio: {type(e).__name__}: {e}") from None
+    print(f"{report.written} written, {report.skipped} kept (already there) -> {report.out_dir} "
+          f"({report.seconds:.1f} s; {settings.feature_set}, {settings.dim}-d, {settings.sample_rate} Hz); "
+          f"manifest: {report.out_dir / 'manifest.json'}")
+    return 0
+
+
 def cmd_extract(args: argparse.Namespace) -> int:
+    if args.what == "audio":
+        return cmd_extract_audio(args)
     from iteacnet.data.extract import (
         extract_text_features,
         read_transcripts,
         transcripts_from_label_file,
     )
 
-    if (args.label_file is None) == (args.transcripts is None):
+    if (args.label_file is None) == (args.transcripts is None) or args.folder or args.manifest:
         raise UserError("give exactly one of --label-file or --transcripts")
     if args.label_file is not None:
         items = transcripts_from_label_file(Path(args.label_file))
@@ -424,6 +447,7 @@ def _prediction_csv(rows: list[dict[str, Any]], classes: tuple[str, ...]) -> str
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from iteacnet.data.audio import notes_to_stderr
     from iteacnet.data.conversation import read_conversation_jsonl, split_dialogues
     from iteacnet.files import atomic_write_text
     from iteacnet.inference import Predictor, UnknownSpeakerWarning
@@ -436,7 +460,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     conversations = split_dialogues(read_conversation_jsonl(args.input))
     with warnings.catch_warnings(record=True) as caught:  # one plain line each, no source line
         warnings.simplefilter("always", UnknownSpeakerWarning)
-        results = [r for conv in predictor.predict_batch(conversations) for r in conv]
+        with notes_to_stderr("iteacnet predict"):  # clips resampled or downmixed on the fly
+            results = [r for conv in predictor.predict_batch(conversations) for r in conv]
     for w in caught:
         if issubclass(w.category, UnknownSpeakerWarning):
             print(f"WARNING: {w.message}", file=sys.stderr)
@@ -578,13 +603,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--where", help="key=value[,key=value] both sides must match (e.g. protocol=ume)")
     sp.add_argument("--metric", default="waf", help="metric column for --paired (default waf)")
 
-    sp = add("extract", cmd_extract, "embed transcripts offline into a feature folder (GCNet layout)", config=False)
-    sp.add_argument("what", choices=["text"], help="the modality to extract (text: all-MiniLM-L6-v2, 384-d)")
+    sp = add("extract", cmd_extract, "embed transcripts or featurise recordings offline into a feature folder "
+             "(GCNet layout)", config=False)
+    sp.add_argument("what", choices=["text", "audio"],
+                    help="text: all-MiniLM-L6-v2, 384-d; audio: openSMILE functionals (eGeMAPSv02 88-d, ComParE_2016 6,373-d)")
     sp.add_argument("--out", required=True, help="feature folder to write, e.g. ROOT/features/text-minilm-384")
-    sp.add_argument("--label-file", help="a GCNet label pickle (its videoSentence transcripts)")
-    sp.add_argument("--transcripts", help="JSONL ({\"id\": ..., \"text\": ...} a line) or CSV (id,text header)")
-    sp.add_argument("--batch-size", type=int, default=64)
-    sp.add_argument("--overwrite", action="store_true", help="re-embed utterances whose file exists")
+    sp.add_argument("--label-file", help="text: a GCNet label pickle (its videoSentence transcripts)")
+    sp.add_argument("--transcripts", help="text: JSONL ({\"id\": ..., \"text\": ...} a line) or CSV (id,text header)")
+    sp.add_argument("--batch-size", type=int, default=64, help="text: sentences per encoder batch")
+    sp.add_argument("--folder", help="audio: a folder of per-utterance audio files (id = file stem)")
+    sp.add_argument("--recursive", action="store_true", help="audio: --folder's subfolders too")
+    sp.add_argument("--manifest", help="audio: CSV (id,path[,start,end] header) or JSONL; start/end in seconds")
+    sp.add_argument("--feature-set", default="eGeMAPSv02", choices=["eGeMAPSv02", "ComParE_2016"], help="audio")
+    sp.add_argument("--sample-rate", type=int, default=16000, help="audio: clips at other rates are converted")
+    sp.add_argument("--workers", type=int, default=None, help="audio: clips at once (default: one per CPU core)")
+    sp.add_argument("--overwrite", action="store_true", help="re-extract utterances whose file exists")
 
     sp = add("predict", cmd_predict, "label a new conversation (JSONL, one utterance a line) with a checkpoint",
              config=False)

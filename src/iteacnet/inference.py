@@ -16,7 +16,10 @@ training statistics, so give raw values, as found in the corpus's feature files.
 
 Raw text without `features.text` is embedded on the fly when the checkpoint's text features
 came from the `extract text` extractor (see `text_extractor_check`), with the same encoder;
-otherwise it is an error. A model without a text modality ignores raw text.
+otherwise it is an error. A model without a text modality ignores raw text. Likewise raw
+`audio` (a path, or {"path", "start", "end"}) without `features.audio` is featurised with
+the openSMILE settings of the checkpoint's `extract audio` manifest
+(`iteacnet.data.audio.audio_extractor_check`), and is an error for other audio features.
 
 Speakers follow the training corpus's scheme (`meta.json` "speaker_scheme"): with `roles`,
 the first speaker of a conversation is role 0, the next new one role 1, … (capped at the
@@ -37,6 +40,7 @@ import torch
 from torch import nn
 
 from iteacnet.config import ExperimentConfig
+from iteacnet.data import audio as audio_extract  # cheap: opensmile loads on first use
 from iteacnet.data.assemble import role_codes
 from iteacnet.data.batching import Batch
 from iteacnet.data.conversation import ConversationError, as_feature_vector
@@ -164,6 +168,7 @@ class Predictor:
             names = tuple(str(i) for i in range(spec.num_outputs))  # a corpus without class names
         self._class_names = names if spec.task == "classification" else ()
         self.text_from_extractor, self.text_reason = text_extractor_check(cfg, meta, spec)
+        self.audio_settings, self.audio_reason = audio_extract.audio_extractor_check(cfg, meta, spec)
         # temporal_mlp's weight is defined up to max_len utterances; only the part that
         # predicts counts (ITS: the student).
         part = getattr(method, "inference_model", None)
@@ -231,6 +236,7 @@ class Predictor:
         vectors: list[list[dict[str, np.ndarray]]] = []
         speakers: list[np.ndarray] = []
         to_embed: list[tuple[int, int, str]] = []
+        to_hear: list[tuple[int, int, audio_extract.AudioClip, str]] = []
         for c, conv in enumerate(conversations):
             if not conv:
                 raise PredictError(f"conversation {c} has no utterances")
@@ -244,13 +250,20 @@ class Predictor:
                     raise PredictError(f"{where}: duplicate id {uid!r} in this conversation (first at {seen[uid]})")
                 seen[uid] = where
                 feats = self._features(utt, where)
-                text = utt.get("text")
+                text, clip = utt.get("text"), utt.get("audio")
+                raw = False
                 if "text" in self.dims and "text" not in feats and text is not None:
                     self._check_text(text, where)
                     to_embed.append((c, t, text))
-                elif not feats:
+                    raw = True
+                if "audio" in self.dims and "audio" not in feats and clip is not None:
+                    to_hear.append((c, t, self._check_audio(clip, where), where))
+                    raw = True
+                if not feats and not raw:
                     hint = " or raw 'text'" if self.text_from_extractor else ""
+                    hint += " or raw 'audio'" if self.audio_settings is not None else ""
                     unused = " (this model does not use text)" if text is not None and "text" not in self.dims else ""
+                    unused += " (this model does not use audio)" if clip is not None and "audio" not in self.dims else ""
                     raise PredictError(
                         f"{where}: no modality at all{unused}; give at least one of "
                         f"{', '.join('features.' + m for m in self.modalities)}{hint}"
@@ -262,6 +275,10 @@ class Predictor:
             embedded = self._embed([text for _, _, text in to_embed])
             for (c, t, _), vec in zip(to_embed, embedded):
                 vectors[c][t]["text"] = vec
+        if to_hear:
+            heard = self._hear([clip for _, _, clip, _ in to_hear], [where for _, _, _, where in to_hear])
+            for (c, t, _, _), vec in zip(to_hear, heard):
+                vectors[c][t]["audio"] = vec
         return [self._encode(rows, spk) for rows, spk in zip(vectors, speakers)]
 
     def _run_all(self, encoded: list[_Encoded], batch_size: int) -> list[np.ndarray]:
@@ -325,6 +342,28 @@ class Predictor:
         vecs = np.asarray(embed_texts(texts), dtype=np.float32)
         if vecs.shape != (len(texts), self.dims["text"]):
             raise RuntimeError(f"text encoder returned {vecs.shape}, expected ({len(texts)}, {self.dims['text']})")
+        return vecs
+
+    def _check_audio(self, clip: Any, where: str) -> audio_extract.AudioClip:
+        if self.audio_settings is None:
+            raise PredictError(
+                f"{where}: raw audio given without an audio feature, but this checkpoint's audio features were "
+                f"not made by `iteacnet extract audio` ({self.audio_reason}), so the clip cannot be featurised "
+                "the same way; give features.audio instead"
+            )
+        try:
+            return audio_extract.parse_clip(clip, None, f"{where}, audio")
+        except audio_extract.AudioError as e:
+            raise PredictError(str(e)) from e
+
+    def _hear(self, clips: list[audio_extract.AudioClip], wheres: list[str]) -> np.ndarray:
+        assert self.audio_settings is not None
+        try:
+            vecs = audio_extract.featurize_clips(clips, self.audio_settings, labels=wheres)
+        except audio_extract.AudioError as e:  # the message names the utterance; the cause, the kind
+            raise PredictError(f"{type(e).__name__}: {e}") from e
+        if vecs.shape != (len(clips), self.dims["audio"]):
+            raise RuntimeError(f"audio featuriser returned {vecs.shape}, expected ({len(clips)}, {self.dims['audio']})")
         return vecs
 
     def _speakers(self, conv: list[dict[str, Any]], c: int) -> np.ndarray:

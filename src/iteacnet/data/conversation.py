@@ -10,6 +10,10 @@ Schema (one JSON object per line; blank lines are ignored):
 - `speaker` (string, required for models that tell speakers apart; ignored otherwise).
 - `text` (string, optional): the raw transcript. The predictor embeds it when the model's
   text features came from `iteacnet extract text` and no `features.text` is given.
+- `audio` (optional): the recording, a path (`"clips/u1.wav"`) or `{"path": ..., "start": s,
+  "end": s}` for a segment of a longer one (seconds; relative paths against the JSONL's
+  folder). The predictor featurises it when the model's audio features came from
+  `iteacnet extract audio` and no `features.audio` is given.
 - `features` (object, optional): modality (`text`, `audio`, `visual`) -> a feature vector,
   either inline (a JSON list of numbers) or a path to a `.npy` file (relative paths are
   resolved against the JSONL file's folder), or null. Raw, unstandardized values, the same
@@ -18,7 +22,8 @@ Schema (one JSON object per line; blank lines are ignored):
 - `dialogue` (optional): holds several conversations in one file. Either every line has it
   or none does; utterances are grouped by it, keeping the file's order.
 
-Readers return plain dicts: `id`, `speaker` (None if absent), `text` (if given),
+Readers return plain dicts: `id`, `speaker` (None if absent), `text` and `audio` (an
+`iteacnet.data.audio.AudioClip`) if given,
 `features` (modality -> float32 (d,) array), `dialogue` (if given) and `where`
 (`file:line`, used by every later error message). Errors name the line.
 """
@@ -32,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from iteacnet.config import MODALITIES
+from iteacnet.data.audio import AudioListError, parse_clip
 from iteacnet.errors import UserError
 from iteacnet.files import check_npy_size
 
@@ -98,6 +104,11 @@ def _name(value: Any, key: str, where: str) -> str:
     return text
 
 
+def _is_clip(key: str, value: Any) -> bool:
+    """Top-level `audio` may name a recording (a path or {"path", ...}); a vector goes under features."""
+    return key == "audio" and (value is None or isinstance(value, (str, dict)))
+
+
 def parse_utterance(obj: Any, where: str, base: Path) -> dict[str, Any]:
     """Validate one decoded JSON line (see the module doc) into the reader's dict."""
     if not isinstance(obj, dict):
@@ -106,7 +117,7 @@ def parse_utterance(obj: Any, where: str, base: Path) -> dict[str, Any]:
         raise ConversationError(f"{where}: missing 'id'")
     uid = _name(obj["id"], "id", where)
     where = f"{where} (utterance {uid!r})"
-    stray = [k for k in obj if (k in MODALITIES and k != "text") or k == "text_feature"]
+    stray = [k for k in obj if (k in MODALITIES and k != "text" and not _is_clip(k, obj[k])) or k == "text_feature"]
     if stray:
         # A common slip: vectors belong under "features" ("text" at top level is the transcript).
         raise ConversationError(f"{where}: put feature vectors under 'features', e.g. "
@@ -118,6 +129,11 @@ def parse_utterance(obj: Any, where: str, base: Path) -> dict[str, Any]:
         if not isinstance(obj["text"], str):
             raise ConversationError(f"{where}: 'text' must be a string, got {type(obj['text']).__name__}")
         out["text"] = obj["text"]
+    if obj.get("audio") is not None:
+        try:
+            out["audio"] = parse_clip(obj["audio"], base, f"{where}, audio")
+        except AudioListError as e:
+            raise ConversationError(str(e)) from None
     feats = obj.get("features")
     if feats is None:
         feats = {}

@@ -173,12 +173,12 @@ def embed_texts(texts: Sequence[str], batch_size: int = 64, device: str = "cpu")
 
 
 # --------------------------------------------------------------------------- transcripts
-def _clean_id(raw: Any, where: str) -> str:
+def _clean_id(raw: Any, where: str, error: type[ValueError] = TranscriptError) -> str:
     if isinstance(raw, bool) or not isinstance(raw, (str, int, np.integer, np.str_)):
-        raise TranscriptError(f"{where}: 'id' must be a string or integer, got {type(raw).__name__}")
+        raise error(f"{where}: 'id' must be a string or integer, got {type(raw).__name__}")
     uid = str(raw)
     if not uid.strip():
-        raise TranscriptError(f"{where}: empty 'id'")
+        raise error(f"{where}: empty 'id'")
     return uid
 
 
@@ -197,9 +197,12 @@ def _add(out: list[tuple[str, str]], seen: dict[str, str], uid: str, text: str, 
     out.append((uid, text))
 
 
-def _read_jsonl(path: Path) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
-    seen: dict[str, str] = {}
+def _names(keys: Sequence[str]) -> str:
+    return " and ".join(repr(k) for k in keys) if len(keys) == 2 else ", ".join(repr(k) for k in keys)
+
+
+def _read_jsonl(path: Path, keys: Sequence[str], error: type[ValueError]) -> list[tuple[str, dict[str, Any]]]:
+    out: list[tuple[str, dict[str, Any]]] = []
     with path.open(encoding="utf-8-sig") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -208,23 +211,23 @@ def _read_jsonl(path: Path) -> list[tuple[str, str]]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise TranscriptError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from e
+                raise error(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from e
             if not isinstance(obj, dict):
-                raise TranscriptError(f"{where}: expected a JSON object with 'id' and 'text', got {type(obj).__name__}")
-            missing = [k for k in ("id", "text") if k not in obj]
+                raise error(f"{where}: expected a JSON object with {_names(keys)}, got {type(obj).__name__}")
+            missing = [k for k in keys if k not in obj]
             if missing:
-                raise TranscriptError(f"{where}: missing key(s) {missing}; each line needs 'id' and 'text'")
-            _add(out, seen, _clean_id(obj["id"], where), _clean_text(obj["text"], where), where)
+                raise error(f"{where}: missing key(s) {missing}; each line needs {_names(keys)}")
+            out.append((where, obj))
     return out
 
 
-def _read_csv(path: Path) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
-    seen: dict[str, str] = {}
+def _read_csv(
+    path: Path, keys: Sequence[str], error: type[ValueError], verbatim: Sequence[str]
+) -> list[tuple[str, dict[str, Any]]]:
+    out: list[tuple[str, dict[str, Any]]] = []
     with path.open(encoding="utf-8-sig", newline="") as f:
         reader = csv.reader(f, strict=True)
         header: list[str] | None = None
-        id_col = text_col = -1
         last_line = 0
         try:
             for row in reader:
@@ -234,19 +237,47 @@ def _read_csv(path: Path) -> list[tuple[str, str]]:
                 where = f"{path}:{start}"
                 if header is None:
                     header = [c.strip() for c in row]
-                    missing = [k for k in ("id", "text") if k not in header]
+                    missing = [k for k in keys if k not in header]
                     if missing:
-                        raise TranscriptError(
-                            f"{where}: header must name columns 'id' and 'text' (missing {missing}); got {header}"
+                        raise error(
+                            f"{where}: header must name columns {_names(keys)} (missing {missing}); got {header}"
                         )
-                    id_col, text_col = header.index("id"), header.index("text")
                     continue
                 if len(row) != len(header):
-                    raise TranscriptError(f"{where}: expected {len(header)} fields ({','.join(header)}), got {len(row)}")
-                _add(out, seen, _clean_id(row[id_col].strip(), where), row[text_col], where)
+                    raise error(f"{where}: expected {len(header)} fields ({','.join(header)}), got {len(row)}")
+                out.append((where, {k: c if k in verbatim else c.strip() for k, c in zip(header, row)}))
         except csv.Error as e:
-            raise TranscriptError(f"{path}:{reader.line_num}: malformed CSV ({e})") from e
+            raise error(f"{path}:{reader.line_num}: malformed CSV ({e})") from e
     return out
+
+
+def read_records(
+    path: Path,
+    keys: Sequence[str],
+    error: type[ValueError] = TranscriptError,
+    what: str = "transcripts",
+    verbatim: Sequence[str] = (),
+) -> list[tuple[str, dict[str, Any]]]:
+    """(`file:line`, record) pairs of a JSONL or CSV table whose records hold at least `keys`.
+
+    JSONL: one object a line (values as decoded). CSV: a header naming the columns, then one
+    row a line (strings; stripped, except the `verbatim` columns). The format follows the
+    suffix (.jsonl/.ndjson/.json -> JSONL, .csv -> CSV), else the first non-blank character
+    (`{` -> JSONL). Order is kept; blank lines are ignored. Errors are `error`, naming the line.
+    """
+    path = Path(path)
+    with path.open(encoding="utf-8-sig") as f:
+        head = next((line.lstrip() for line in f if line.strip()), "")
+    if not head:
+        raise error(f"{path}: empty file, no {what}")
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson", ".json") or (suffix != ".csv" and head.startswith("{")):
+        records = _read_jsonl(path, keys, error)
+    else:
+        records = _read_csv(path, keys, error, verbatim)
+    if not records:
+        raise error(f"{path}: no {what} (only a header or blank lines)")
+    return records
 
 
 def read_transcripts(path: Path) -> list[tuple[str, str]]:
@@ -255,21 +286,11 @@ def read_transcripts(path: Path) -> list[tuple[str, str]]:
     The format follows the suffix (.jsonl/.ndjson/.json -> JSONL, .csv -> CSV), else the first
     non-blank character (`{` -> JSONL). Order is kept; blank lines are ignored.
     """
-    path = Path(path)
-    with path.open(encoding="utf-8-sig") as f:
-        head = next((line.lstrip() for line in f if line.strip()), "")
-    if not head:
-        raise TranscriptError(f"{path}: empty file, no transcripts")
-    suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".ndjson", ".json"):
-        items = _read_jsonl(path)
-    elif suffix == ".csv":
-        items = _read_csv(path)
-    else:
-        items = _read_jsonl(path) if head.startswith("{") else _read_csv(path)
-    if not items:
-        raise TranscriptError(f"{path}: no transcripts (only a header or blank lines)")
-    return items
+    out: list[tuple[str, str]] = []
+    seen: dict[str, str] = {}
+    for where, rec in read_records(Path(path), ("id", "text"), verbatim=("text",)):
+        _add(out, seen, _clean_id(rec["id"], where), _clean_text(rec["text"], where), where)
+    return out
 
 
 def transcripts_from_label_file(path: Path) -> list[tuple[str, str]]:
@@ -306,6 +327,16 @@ def _check_file_id(uid: str) -> None:
         raise UserError(f"utterance id {uid!r} cannot be used as a file name")
 
 
+def check_ids(ids: Iterable[str]) -> None:
+    """Every id usable as a file name, and no id twice."""
+    seen: set[str] = set()
+    for uid in ids:
+        _check_file_id(uid)
+        if uid in seen:
+            raise UserError(f"duplicate utterance id {uid!r}")
+        seen.add(uid)
+
+
 def _atomic_write_bytes(path: Path, write: Callable[[BinaryIO], object]) -> None:
     def fill(tmp: Path) -> None:
         with tmp.open("wb") as f:
@@ -318,13 +349,36 @@ def _save_npy(f: BinaryIO, row: np.ndarray) -> None:
     np.save(f, row, allow_pickle=False)
 
 
-def _existing_ok(path: Path) -> bool:
+def save_feature(out_dir: Path, uid: str, vec: np.ndarray) -> None:
+    """`out_dir/<uid>.npy`, whole or not at all."""
+    _atomic_write_bytes(out_dir / f"{uid}.npy", functools.partial(_save_npy, row=np.ascontiguousarray(vec)))
+
+
+def _existing_ok(path: Path, dim: int = EMBED_DIM) -> bool:
     """An existing feature file may be skipped only if it looks like ours."""
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError):
         return False
-    return arr.shape == (EMBED_DIM,) and arr.dtype == np.float32
+    return arr.shape == (dim,) and arr.dtype == np.float32
+
+
+def pending_ids(ids: Sequence[str], out_dir: Path, dim: int, overwrite: bool) -> tuple[list[int], int]:
+    """Indices of the ids still to extract into `out_dir`, and how many are done already.
+
+    A finished file (`(dim,)` float32) is kept unless `overwrite`; anything else in its place stops.
+    """
+    pending: list[int] = []
+    skipped = 0
+    for i, uid in enumerate(ids):
+        target = out_dir / f"{uid}.npy"
+        if not overwrite and target.exists():
+            if not _existing_ok(target, dim):
+                raise UserError(f"{target} exists but is not a ({dim},) float32 array; use overwrite=True")
+            skipped += 1
+            continue
+        pending.append(i)
+    return pending, skipped
 
 
 def read_manifest(folder: str | Path) -> dict[str, Any] | None:
@@ -353,6 +407,37 @@ def manifest_matches(folder: str | Path) -> bool:
 _IDENTITY_KEYS = ("extractor", "encoder_package", "encoder_version", "encoder", "pooling", "normalization", "dim")
 
 
+def check_same_extractor(out_dir: Path, fields: dict[str, Any], keys: Sequence[str], overwrite: bool) -> None:
+    """Refuse to add to a folder whose manifest names another extractor (unless `overwrite`)."""
+    old = read_manifest(out_dir)
+    if old is not None and not overwrite and any(old.get(k) != fields.get(k) for k in keys):
+        # Mixing two extractors' vectors in one folder would silently corrupt a corpus.
+        theirs = ", ".join(f"{k}={old.get(k)!r}" for k in keys if old.get(k) != fields.get(k))
+        raise UserError(
+            f"{out_dir} holds features from another extractor ({old.get('extractor')}: {theirs}); "
+            "use overwrite=True or another folder"
+        )
+
+
+def feature_manifests(data: Any) -> dict[str, dict[str, Any]]:
+    """Modality -> the manifest of its training feature folder, for those that have one.
+
+    `data` is a DataConfig; a synthetic corpus or an unresolvable root gives {}. Checkpoints
+    keep these so that predict knows how their features were made without the data folder.
+    """
+    from iteacnet.data.gcnet import GCNET_CORPORA, feature_folder
+    from iteacnet.data.loading import resolve_feature_folders
+
+    if data.corpus not in GCNET_CORPORA:
+        return {}
+    try:
+        folders = resolve_feature_folders(data)
+    except ValueError:
+        return {}
+    found = {m: read_manifest(feature_folder(data.root, name)) for m, name in folders.items()}
+    return {m: man for m, man in found.items() if man is not None}
+
+
 def _encoder_fields(encoder: Any) -> dict[str, Any]:
     if hasattr(encoder, "manifest_fields"):
         return {"extractor": EXTRACTOR_NAME, **encoder.manifest_fields()}
@@ -364,11 +449,10 @@ def _encoder_fields(encoder: Any) -> dict[str, Any]:
     }
 
 
-def _write_manifest(out_dir: Path, fields: dict[str, Any], batch_size: int) -> None:
+def write_manifest(out_dir: Path, fields: dict[str, Any]) -> None:
     manifest = {
         "format": MANIFEST_FORMAT,
         **fields,
-        "batch_size": batch_size,
         "count": sum(1 for _ in out_dir.glob("*.npy")),
     }
     text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
@@ -393,34 +477,14 @@ def extract_text_features(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     t0 = time.perf_counter()
     items = [(str(u), str(t)) for u, t in items]
-    seen: set[str] = set()
-    for uid, _ in items:
-        _check_file_id(uid)
-        if uid in seen:
-            raise UserError(f"duplicate utterance id {uid!r}")
-        seen.add(uid)
+    check_ids(u for u, _ in items)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     enc: Any = encoder if encoder is not None else load_text_encoder()
     fields = _encoder_fields(enc)
-    old = read_manifest(out_dir)
-    if old is not None and not overwrite and any(old.get(k) != fields.get(k) for k in _IDENTITY_KEYS):
-        # Mixing two extractors' vectors in one folder would silently corrupt a corpus.
-        raise UserError(
-            f"{out_dir} holds features from another extractor ({old.get('extractor')}, "
-            f"{old.get('encoder_package')} {old.get('encoder_version')}); use overwrite=True or another folder"
-        )
-
-    pending: list[tuple[str, str]] = []
-    skipped = 0
-    for uid, text in items:
-        target = out_dir / f"{uid}.npy"
-        if not overwrite and target.exists():
-            if not _existing_ok(target):
-                raise UserError(f"{target} exists but is not a ({EMBED_DIM},) float32 array; use overwrite=True")
-            skipped += 1
-            continue
-        pending.append((uid, text))
+    check_same_extractor(out_dir, fields, _IDENTITY_KEYS, overwrite)
+    todo, skipped = pending_ids([u for u, _ in items], out_dir, EMBED_DIM, overwrite)
+    pending = [items[i] for i in todo]
 
     # Longest first, ties in input order: batches of similar length (less padding), and a
     # deterministic batch composition for a given input.
@@ -438,9 +502,9 @@ def extract_text_features(
                     f"expected ({len(batch)}, {EMBED_DIM}) finite values"
                 )
             for (uid, _), vec in zip(batch, vecs):
-                _atomic_write_bytes(out_dir / f"{uid}.npy", functools.partial(_save_npy, row=np.ascontiguousarray(vec)))
+                save_feature(out_dir, uid, vec)
             written += len(batch)
             bar.update(len(batch))
 
-    _write_manifest(out_dir, fields, batch_size)
+    write_manifest(out_dir, {**fields, "batch_size": batch_size})
     return ExtractReport(written=written, skipped=skipped, out_dir=out_dir, seconds=time.perf_counter() - t0)

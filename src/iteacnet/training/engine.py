@@ -22,6 +22,7 @@ from iteacnet.config import ExperimentConfig, TrainConfig
 from iteacnet.data.assemble import speakers_for_training
 from iteacnet.data.batching import Batch, iterate_batches, iterate_utterance_batches
 from iteacnet.data.corpus import Corpus
+from iteacnet.data.extract import feature_manifests
 from iteacnet.data.splits import Split, make_split
 from iteacnet.errors import UserError
 from iteacnet.masking import achieved_rate, fixed_mask, sample_mask, stable_seed
@@ -377,6 +378,7 @@ def checkpoint_meta(data: PreparedData, cfg: ExperimentConfig, extra: dict[str, 
         "speaker_scheme": data.corpus.speaker_scheme,
         "standardization": {m: {"mean": mu.tolist(), "std": sd.tolist()} for m, (mu, sd) in data.stats.items()},
         "split": {"name": data.split.name, "selection": data.split.selection, "note": data.split.note},
+        "feature_manifests": feature_manifests(cfg.data),  # how extracted features were made (predict)
         **extra,
     }
 
