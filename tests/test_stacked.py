@@ -246,6 +246,44 @@ def test_length_buckets():
     assert length_buckets([63, 20, 30, 12, 62, 21]) == [[0, 4], [2], [5, 1], [3]]
     assert length_buckets([10, 10, 10]) == [[0, 1, 2]]
     assert length_buckets([50, 10], slack=math.inf) == [[0, 1]]
+    assert length_buckets([10, 10, 10, 10, 10], most=2) == [[0, 1], [2, 3], [4]]
+
+
+def test_default_group_bounds_a_cpu_call_and_takes_the_whole_stack_elsewhere():
+    from iteacnet.training.stacked import CPU_GROUP, default_group
+
+    assert default_group("cpu", 16) == CPU_GROUP < 16
+    assert default_group("cpu", 2) == 2
+    assert default_group("cuda", 16) == 16
+
+
+def test_members_score_together_as_each_scores_alone(data):
+    """Validation and test scoring of a stack: the members predict each batch in one vmapped
+    call (in groups of 2 here), and each gets the metrics `score_masks` gives it alone."""
+    from iteacnet.training.engine import score_masks
+    from iteacnet.training.stacked import score_members
+
+    cfg = _cfg(dropout=0.1)  # eval mode: dropout must be off in the stacked predictor
+    members = [init_method(replace(cfg, **{"train.seed": s}), data.spec) for s in (0, 1, 2)]
+    masks = eval_masks(data, "valid", (0.0, 0.5), 0)
+    together = score_members(Stack(members, group=2), [2, 0], data, "valid", masks, 4, "cpu")
+    assert len(together) == 2
+    for k, got in zip([2, 0], together):
+        alone = score_masks(members[k], data, "valid", masks, 4, "cpu")
+        assert got.keys() == alone.keys()
+        for rate in alone:
+            for name, v in alone[rate].items():
+                assert got[rate][name] == pytest.approx(v, abs=1e-6), (k, rate, name)
+    assert together[0] != together[1]
+
+
+def test_a_bounded_group_trains_the_same_stack(data):
+    cfgs = [replace(_cfg(), **{"train.seed": s}) for s in (0, 1, 2)]
+    wide, narrow = fit_stacked(cfgs, data, group=3), fit_stacked(cfgs, data, group=2)
+    for a, b in zip(wide, narrow):
+        assert [r["val_waf"] for r in a.history] == pytest.approx([r["val_waf"] for r in b.history], abs=1e-6)
+        for k, v in a.method.state_dict().items():
+            torch.testing.assert_close(b.method.state_dict()[k], v, rtol=1e-4, atol=1e-5, msg=k)
 
 
 @pytest.mark.parametrize("method,over,seeds,epochs_run", [

@@ -84,15 +84,20 @@ def result_rows(cfg: ExperimentConfig, protocol: str, scores: dict[Any, dict[str
     return rows
 
 
-def score_test(method: nn.Module, data: PreparedData, cfg: ExperimentConfig, rates: tuple[float, ...]) -> dict[Any, dict[str, float]]:
-    """Scores on the test split at `rates` (fixed masks) and on the configured fixed patterns."""
+def test_masks(data: PreparedData, cfg: ExperimentConfig, rates: tuple[float, ...]) -> dict[Any, np.ndarray]:
+    """The test split's fixed masks at `rates` and of the configured fixed patterns."""
     masks: dict[Any, np.ndarray] = dict(eval_masks(data, "test", rates, cfg.eval.mask_seed))
     rows = data.corpus.rows_of(data.split.test)
     avail = data.corpus.available_matrix()[rows]
     for pattern in cfg.eval.patterns:
         valid = torch.ones(len(rows), dtype=torch.bool)
         masks[pattern] = pattern_mask(pattern, data.corpus.modalities, valid).numpy() & avail
-    return score_masks(method, data, "test", masks, cfg.train.batch_size, cfg.train.device)
+    return masks
+
+
+def score_test(method: nn.Module, data: PreparedData, cfg: ExperimentConfig, rates: tuple[float, ...]) -> dict[Any, dict[str, float]]:
+    """Scores on the test split at `rates` (fixed masks) and on the configured fixed patterns."""
+    return score_masks(method, data, "test", test_masks(data, cfg, rates), cfg.train.batch_size, cfg.train.device)
 
 
 def train_and_score(
@@ -115,11 +120,12 @@ def train_and_score(
 
 def run_rows(
     cfg: ExperimentConfig, data: PreparedData, result: FitResult, label: str | None = None,
-    columns: dict[str, Any] | None = None,
+    columns: dict[str, Any] | None = None, scores: dict[Any, dict[str, float]] | None = None,
 ) -> list[dict[str, Any]]:
     """A finished run's result rows: its test scores (see `train_and_score`). Shared with
     `train_and_score_stacked`, whose members each get their own rows."""
-    scores = score_test(result.method, data, cfg, selection_rates(cfg))
+    if scores is None:  # a stack passes its members' test scores, predicted together
+        scores = score_test(result.method, data, cfg, selection_rates(cfg))
     complete = cfg.model.method == "iteacnet" and cfg.model.framework == "complete"  # never sees a mask
     run = {"best_epoch": result.best_epoch, "epochs_run": len(result.history), "val_waf": result.best_score,
            "train_seconds": result.seconds, "train_rate": "" if complete else describe_training_rate(cfg.train)}
@@ -136,7 +142,14 @@ def train_and_score_stacked(
     """`train_and_score` for runs that differ only in seed, trained as one stack
     (training.stacked); each run gets its own rows, labelled with its own `columns`. Runs
     that cannot share a stack train one after another, with a note on stderr saying why."""
-    from iteacnet.training.stacked import StackError, fit_stacked, stack_blocker
+    from iteacnet.training.stacked import (
+        Stack,
+        StackError,
+        default_group,
+        fit_stacked,
+        score_members,
+        stack_blocker,
+    )
 
     dirs = out_dirs if out_dirs is not None else [None] * len(cfgs)
     cols = columns if columns is not None else [{}] * len(cfgs)
@@ -144,8 +157,13 @@ def train_and_score_stacked(
     if why is None:
         try:
             results = fit_stacked(cfgs, data, dirs)
-            return [run_rows(c, data, r, label, {**col, "stacked": len(cfgs)})
-                    for c, r, col in zip(cfgs, results, cols)]
+            # The members' best weights, stacked again to predict the test split together.
+            best = Stack([r.method for r in results], default_group(cfgs[0].train.device, len(cfgs)))
+            masks = test_masks(data, cfgs[0], selection_rates(cfgs[0]))
+            scores = score_members(best, range(len(cfgs)), data, "test", masks, cfgs[0].train.batch_size,
+                                   cfgs[0].train.device)
+            return [run_rows(c, data, r, label, {**col, "stacked": len(cfgs)}, s)
+                    for c, r, col, s in zip(cfgs, results, cols, scores)]
         except StackError as e:
             why = str(e)
     if len(cfgs) > 1:

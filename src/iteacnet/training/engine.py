@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -224,9 +224,14 @@ def predict_split(
     present: np.ndarray | None,
     batch_size: int = 32,
     device: str = "cpu",
+    forward: Callable[[ModelInput], torch.Tensor] | None = None,
 ) -> np.ndarray:
-    """(N, C) outputs for a split under a fixed (N, M) presence mask (None: all available)."""
-    method.eval()
+    """(N, C) outputs for a split under a fixed (N, M) presence mask (None: all available).
+    `forward` replaces `method.predict` (in eval mode): a function of a batch's ModelInput to
+    (..., B, T, C) outputs, giving (..., N, C); a stack's members give (K, N, C)."""
+    if forward is None:
+        method.eval()
+        forward = cast(Method, method).predict
     rows = corpus.rows_of(dialogues)
     pos = row_positions(corpus, rows)
     out: np.ndarray | None = None
@@ -235,10 +240,10 @@ def predict_split(
         v = batch.valid.numpy()
         where = pos[batch.index.numpy()[v]]  # (n_valid,) positions in the split
         batch = batch.to(device)
-        pred = cast(Method, method).predict(model_input(batch, mask.to(device)))  # (B, T, C)
+        pred = forward(model_input(batch, mask.to(device)))  # (..., B, T, C)
         if out is None:
-            out = np.zeros((len(rows), pred.shape[-1]), dtype=np.float32)
-        out[where] = pred[batch.valid].float().cpu().numpy()
+            out = np.zeros((*pred.shape[:-3], len(rows), pred.shape[-1]), dtype=np.float32)
+        out[..., where, :] = pred[..., batch.valid, :].float().cpu().numpy()
     return out if out is not None else np.zeros((0, 1), dtype=np.float32)
 
 
@@ -270,18 +275,22 @@ def score_masks(
     summed over the ranks, so every rank computes the same metrics."""
     dialogues = getattr(data.split, split_name)
     rows = data.corpus.rows_of(dialogues)
-    labels = data.corpus.labels[rows]
-    valid = torch.ones(len(rows), dtype=torch.bool)
     results = {}
     for key, mask in masks.items():
         if parallel is None:
             outputs = predict_split(method, data.corpus, dialogues, mask, batch_size, device)
         else:
             outputs = _predict_sharded(method, data, dialogues, rows, mask, batch_size, device, parallel)
-        metrics = compute_metrics(outputs, labels, data.corpus.task)
-        metrics["achieved_rate"] = achieved_rate(torch.from_numpy(mask), valid)
-        results[key] = metrics
+        results[key] = split_metrics(outputs, data, split_name, mask)
     return results
+
+
+def split_metrics(outputs: np.ndarray, data: PreparedData, split_name: str, mask: np.ndarray) -> dict[str, float]:
+    """Metrics of (N, C) `outputs` on a split, plus the missing rate its (N, M) `mask` achieved."""
+    labels = data.corpus.labels[data.corpus.rows_of(getattr(data.split, split_name))]
+    metrics = compute_metrics(outputs, labels, data.corpus.task)
+    metrics["achieved_rate"] = achieved_rate(torch.from_numpy(mask), torch.ones(len(labels), dtype=torch.bool))
+    return metrics
 
 
 def _predict_sharded(

@@ -9,8 +9,8 @@ Each member is the run `fit` would train alone: the same seeded initialisation
 (`init_method`), data order, training rates and masks (its own `batch_generator`, drawn in
 the same order by the engine's `training_mask`), the same optimizer (`make_optimizer`, its
 state elementwise, hence per member), its own gradient clipping norm, validation selection
-(`score_masks` on the member alone), `last/` training state and checkpoint folder, in
-`fit`'s formats: a member's folder resumes in `fit` and the other way round. At step j the
+(`score_masks`' metrics; all members predict a batch in one vmapped call, `score_members`),
+`last/` training state and checkpoint folder, in `fit`'s formats: a member's folder resumes in `fit` and the other way round. At step j the
 members' j-th batches are padded to a common (B, T) and stacked; padding is invisible to
 every stackable method (the models' padding contract; losses are masked sums with the
 run's own denominators, `dense_layout`), so without dropout a member's metrics equal the
@@ -26,17 +26,18 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from iteacnet.config import ExperimentConfig
 from iteacnet.data.batching import Batch
 from iteacnet.masking import stable_seed
-from iteacnet.models.base import dense_layout
+from iteacnet.models.base import ModelInput, dense_layout
 from iteacnet.training.checkpoint import load_training_state, save_training_state
 from iteacnet.training.engine import (
     FitResult,
@@ -45,11 +46,12 @@ from iteacnet.training.engine import (
     eval_masks,
     init_method,
     make_optimizer,
+    predict_split,
     save_result,
-    score_masks,
     selection_rates,
     selection_score,
     set_epoch_lr,
+    split_metrics,
     step_loss,
     stopped_early,
     training_batches,
@@ -101,6 +103,17 @@ class _Step(nn.Module):
         return out.total, out.parts
 
 
+class _Predict(nn.Module):
+    """One member's inference outputs as a module, for `functional_call` (same weight names)."""
+
+    def __init__(self, method: nn.Module) -> None:
+        super().__init__()
+        self.method = method
+
+    def forward(self, x: ModelInput) -> torch.Tensor:
+        return self.method.predict(x)  # type: ignore[operator,no-any-return]
+
+
 class _StackedGroups:
     """Duck-typed `Method` for `make_optimizer`: member 0's param groups (weights, router,
     their learning rates), each parameter replaced by its stacked (K, ...) tensor."""
@@ -137,17 +150,30 @@ def stack_batches(batches: Sequence[Batch], masks: Sequence[torch.Tensor]) -> tu
     return parts, torch.stack([_pad(m, B, T, False) for m in masks])
 
 
-def length_buckets(lengths: Sequence[int], slack: float = 1.25) -> list[list[int]]:
+def length_buckets(lengths: Sequence[int], slack: float = 1.25, most: int | None = None) -> list[list[int]]:
     """Members grouped for one vmapped call each: sorted by batch length T (longest first),
-    a group takes members while the group's longest is at most `slack` times theirs."""
+    a group takes members while the group's longest is at most `slack` times theirs, and
+    while it has fewer than `most` members (None: no limit)."""
     order = sorted(range(len(lengths)), key=lambda k: -lengths[k])
     groups: list[list[int]] = []
     for k in order:
-        if groups and lengths[groups[-1][0]] <= slack * lengths[k]:
+        if groups and lengths[groups[-1][0]] <= slack * lengths[k] and (most is None or len(groups[-1]) < most):
             groups[-1].append(k)
         else:
             groups.append([k])
     return groups
+
+
+# Members per vmapped call on a CPU. A CPU step is bound by arithmetic, not by kernel launches,
+# so a wider call gains nothing, and its (K, ...) activations outgrow the allocator's reuse:
+# 16 members in one call ran at 0.6x of 16 lone steps here, page-faulting fresh memory on every
+# allocation, 4 at a time at parity (benchmarks/README.md). A GPU takes the whole stack.
+CPU_GROUP = 4
+
+
+def default_group(device: str, K: int) -> int:
+    """How many members one vmapped call takes by default on `device`."""
+    return min(K, CPU_GROUP) if torch.device(device).type == "cpu" else K
 
 
 def _to(parts: dict[str, Any], device: str) -> dict[str, Any]:
@@ -200,10 +226,12 @@ def stacked_optimizer_state(states: list[dict[str, Any]], member_shapes: list[to
 class Stack:
     """K members' weights stacked (K, ...) and their training step, vmapped over K."""
 
-    def __init__(self, members: Sequence[nn.Module]) -> None:
+    def __init__(self, members: Sequence[nn.Module], group: int | None = None) -> None:
         self.K = len(members)
+        self.group = group  # most members per vmapped call (None: all)
         self.params, self.buffers = torch.func.stack_module_state(list(members))  # type: ignore[arg-type]
         self.step = _Step(copy.deepcopy(members[0]))  # its own weights are never used
+        self._predict = _Predict(self.step.method)
         weights = {f"method.{n}": p for n, p in self.params.items()}
         consts = {f"method.{n}": b for n, b in self.buffers.items()}
 
@@ -229,17 +257,13 @@ class Stack:
 
         Members whose batches have similar lengths (`length_buckets`) run as one vmapped call,
         padded to their longest: each member's batches come in its own random order, and one
-        pad to the longest of all K would multiply the work of short batches."""
+        pad to the longest of all K would multiply the work of short batches. A call takes at
+        most `group` members (`default_group`)."""
         outs: list[tuple[torch.Tensor, dict[str, torch.Tensor]]] = []
         order: list[int] = []
-        for group in length_buckets([b.valid.shape[1] for b in batches], slack):
+        for group in length_buckets([b.valid.shape[1] for b in batches], slack, self.group):
             parts, mask = stack_batches([batches[k] for k in group], [masks[k] for k in group])
-            if len(group) == self.K:  # all members: the stacked weights as they are
-                w, c = self._weights, self._consts
-            else:  # a gather: the gradients flow back into the members' slices
-                idx = torch.tensor(group, device=next(iter(self.params.values())).device)
-                w = {n: p.index_select(0, idx) for n, p in self._weights.items()}
-                c = {n: b.index_select(0, idx) for n, b in self._consts.items()}
+            w, c = self._slice(group)  # a gather but for all K: gradients flow back into the slices
             with dense_layout():
                 total, terms = self._vmapped(w, c, _to(parts, device), mask.to(device))
             if backward:  # the members are independent: d(sum)/d(member k) = member k's gradient
@@ -257,6 +281,50 @@ class Stack:
     def load_member(self, module: nn.Module, k: int) -> None:
         load_member(module, self.params, self.buffers, k)
 
+    def _slice(self, group: list[int]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The weights of members `group`, (len(group), ...)."""
+        if group == list(range(self.K)):
+            return self._weights, self._consts
+        idx = torch.tensor(group, device=next(iter(self.params.values())).device)
+        return ({n: p.index_select(0, idx) for n, p in self._weights.items()},
+                {n: b.index_select(0, idx) for n, b in self._consts.items()})
+
+    def predictor(self, members: Sequence[int]) -> Callable[[ModelInput], torch.Tensor]:
+        """ModelInput -> (len(members), B, T, C): the members' inference outputs on one shared
+        batch (eval mode, no gradient), at most `group` members per vmapped call."""
+        members = list(members)
+        size = self.group or len(members)
+
+        @torch.no_grad()
+        def forward(x: ModelInput) -> torch.Tensor:
+            self.step.eval()
+            def member_out(w: dict[str, torch.Tensor], c: dict[str, torch.Tensor]) -> torch.Tensor:
+                return torch.func.functional_call(self._predict, (w, c), (x,))  # type: ignore[no-any-return]
+
+            outs = []
+            for s in range(0, len(members), size):
+                with dense_layout():
+                    outs.append(torch.func.vmap(member_out, randomness="error")(*self._slice(members[s : s + size])))
+            return torch.cat(outs)
+
+        return forward
+
+
+def score_members(
+    stack: Stack, members: Sequence[int], data: PreparedData, split_name: str, masks: dict[Any, np.ndarray],
+    batch_size: int, device: str,
+) -> list[dict[Any, dict[str, float]]]:
+    """`score_masks` of each of the stack's `members` (its weights as they are now), all
+    members predicting each batch in one pass: one dict per member, in `members`' order."""
+    dialogues = getattr(data.split, split_name)
+    forward = stack.predictor(members)
+    scores: list[dict[Any, dict[str, float]]] = [{} for _ in members]
+    for key, mask in masks.items():
+        outputs = predict_split(stack.step, data.corpus, dialogues, mask, batch_size, device, forward=forward)  # (K', N, C)
+        for i in range(len(members)):
+            scores[i][key] = split_metrics(outputs[i], data, split_name, mask)
+    return scores
+
 
 # ---------------------------------------------------------------------------- fit
 def fit_stacked(
@@ -265,8 +333,10 @@ def fit_stacked(
     out_dirs: Sequence[Path | None] | None = None,
     resume: bool = True,
     stop_after: int | None = None,
+    group: int | None = None,
 ) -> list[FitResult]:
     """`fit` for runs that differ only in seed, trained as one stack; one FitResult each.
+    `group`: the most members per vmapped call (default: `default_group` of the device).
 
     `out_dirs[k]` is member k's folder, exactly as `fit(cfgs[k], data, out_dirs[k])` would
     write it (`last/` every epoch, the checkpoint at the end). A member's `seconds` is its
@@ -319,7 +389,7 @@ def fit_stacked(
     if start == 0:  # the stack's dropout stream; on resume it comes from last/ (load_training_state)
         torch.manual_seed(stable_seed("stack-dropout", *[c.train.seed for c in cfgs]))
 
-    stack = Stack(members)
+    stack = Stack(members, group or default_group(train.device, K))
     params = stack.params
     shapes = [p.shape for group in members[0].param_groups(train.lr, train.router_lr)  # type: ignore[operator]
               for p in group["params"]]
@@ -363,19 +433,23 @@ def fit_stacked(
         means = {name: (v / n).cpu().tolist() for name, v in sums.items()}  # one sync per epoch
         rows: list[dict[str, float]] = [{"epoch": epoch, **{name: vs[k] for name, vs in means.items()}} for k in range(K)]
         evaluate = (epoch + 1) % train.eval_every == 0 or epoch + 1 == train.epochs
-        for k in range(K):
-            if not active[k]:
-                continue
-            if evaluate or lasts[k] is not None:
-                stack.load_member(members[k], k)
+        live = [k for k in range(K) if active[k]]
+        scores = dict(zip(live, score_members(stack, live, data, "valid", val_masks, train.batch_size, train.device))) \
+            if evaluate else {}
+        for k in live:
+            loaded = False
             if evaluate:
-                score = selection_score(score_masks(members[k], data, "valid", val_masks, train.batch_size, train.device))
+                score = selection_score(scores[k])
                 rows[k]["val_waf"] = score
                 if score > best_score[k]:
                     best_score[k], best_epoch[k] = score, epoch
+                    stack.load_member(members[k], k)
+                    loaded = True
                     best[k] = {n: v.detach().to("cpu", copy=True) for n, v in members[k].state_dict().items()}
             history[k].append(rows[k])
             if lasts[k] is not None:
+                if not loaded:
+                    stack.load_member(members[k], k)
                 alone[k].load_state_dict(member_optimizer_state(opt.state_dict(), shapes, k))
                 info = {"epoch": epoch, "best_score": best_score[k], "best_epoch": best_epoch[k], "history": history[k],
                         "seconds": seconds_before + (time.perf_counter() - t0) / K}
