@@ -263,11 +263,18 @@ class Stack:
         order: list[int] = []
         for group in length_buckets([b.valid.shape[1] for b in batches], slack, self.group):
             parts, mask = stack_batches([batches[k] for k in group], [masks[k] for k in group])
+            whole = group == list(range(self.K))
             w, c = self._slice(group)  # a gather but for all K: gradients flow back into the slices
+            if backward and not whole:  # the gather's own leaves: see below
+                w = {n: v.detach().requires_grad_() for n, v in w.items()}
             with dense_layout():
                 total, terms = self._vmapped(w, c, _to(parts, device), mask.to(device))
             if backward:  # the members are independent: d(sum)/d(member k) = member k's gradient
-                total.sum().backward()
+                if whole:
+                    total.sum().backward()
+                else:  # into the members' rows of .grad: a gather's backward would add a zero-padded
+                    # (K, ...) tensor per group, K/group times the gradient memory traffic of a step
+                    self._copy_grads(group, w, total.sum())
                 total = total.detach()
             outs.append((total, terms))
             order += group
@@ -280,6 +287,20 @@ class Stack:
 
     def load_member(self, module: nn.Module, k: int) -> None:
         load_member(module, self.params, self.buffers, k)
+
+    def _copy_grads(self, group: list[int], w: dict[str, torch.Tensor], loss: torch.Tensor) -> None:
+        """Members `group`'s gradients of `loss` (in `w`, their gathered weights) written into
+        their rows of the stacked parameters' .grad; each member is in one group per step."""
+        names = list(w)
+        grads = torch.autograd.grad(loss, [w[n] for n in names], allow_unused=True)
+        idx = torch.tensor(group, device=loss.device)
+        for n, g in zip(names, grads):
+            if g is None:  # unused by the method, as in a lone run: no gradient at all
+                continue
+            p = self._weights[n]
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            p.grad.index_copy_(0, idx, g)
 
     def _slice(self, group: list[int]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """The weights of members `group`, (len(group), ...)."""
