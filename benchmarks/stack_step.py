@@ -1,0 +1,108 @@
+"""One training step of K lone runs against one stacked step of the same K runs (issue 13).
+
+Where `throughput.py` measures whole grid cells, this isolates the step: K members of the
+`paper-mosi` ITS cell (CMU-MOSI, its recipe), each on one of the preset's two training batches
+(the 32 longest and the 20 shortest videos, as members meet them in an epoch: half on each),
+under its own training mask. `lone` runs `step_loss` + backward member after member (what
+`fit` does); `stack G` runs `Stack.losses(..., backward=True)` with at most G members per
+vmapped call. The first call of each is timed apart (`first`: a process touching its
+activation memory for the first time), then `--repeats` calls in ABBA order over rounds;
+reported: seconds per member-step (median over rounds) and lone / stack (> 1: the stack is
+faster).
+
+    python benchmarks/stack_step.py --members 16 --groups 1,4,16 --threads 1
+    python benchmarks/stack_step.py --device cuda --members 16 --groups 16
+    python benchmarks/stack_step.py --quick        # synthetic, tiny, seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+
+def main() -> None:
+    from iteacnet.cli import load_config
+    from iteacnet.config import replace
+    from iteacnet.data.loading import load_corpus
+    from iteacnet.training import engine
+    from iteacnet.training.stacked import Stack
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", default="paper-mosi")
+    p.add_argument("--members", type=int, default=16)
+    p.add_argument("--groups", default="1,4,16", help="members per vmapped call, comma-separated")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--repeats", type=int, default=2, help="timed calls per path and round")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--quick", action="store_true", help="preset `quick` (synthetic, tiny)")
+    p.add_argument("--out", help="write the figures as JSON here")
+    args = p.parse_args()
+    if args.quick:
+        args.preset, args.members, args.groups, args.repeats, args.rounds = "quick", 4, "1,4", 1, 1
+    torch.set_num_threads(args.threads)
+    K = args.members
+    cfg = load_config(args.preset, None, ["train.progress=false", f'train.device="{args.device}"'])
+    data = engine.prepare(load_corpus(cfg.data, progress=False), cfg)
+    members = [engine.init_method(replace(cfg, **{"train.seed": s}), data.spec) for s in range(K)]
+    gen = engine.batch_generator(cfg)
+    kinds = sorted(engine.training_batches(data, cfg.train, gen), key=lambda b: -b.valid.shape[1])
+    batches = [kinds[k % len(kinds)] for k in range(K)]
+    masks = [engine.training_mask(b, cfg.train, gen) for b in batches]
+
+    def lone() -> None:
+        for m, b, mask in zip(members, batches, masks):
+            m.train()
+            m.zero_grad(set_to_none=True)
+            bd, md = b.to(args.device), mask.to(args.device)
+            engine.step_loss(m, bd, md, engine.whole_batch_totals(b, mask)).total.backward()
+
+    def stacked(group: int) -> Callable[[], None]:
+        stack = Stack(members, group)
+        stack.train()
+
+        def step() -> None:
+            for w in stack.params.values():
+                w.grad = None
+            stack.losses(batches, masks, args.device, backward=True)
+        return step
+
+    def timed(f: Callable[[], None], n: int) -> float:
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        for _ in range(n):
+            f()
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return (time.perf_counter() - t) / n / K
+
+    paths = {"lone": lone, **{f"stack {g}": stacked(g) for g in (int(x) for x in args.groups.split(",")) if g <= K}}
+    first = {name: round(timed(f, 1) * K, 3) for name, f in paths.items()}  # seconds of the whole first call
+    rounds: dict[str, list[float]] = {name: [] for name in paths}
+    for r in range(args.rounds):
+        for name in (list(paths) if r % 2 == 0 else list(paths)[::-1]):
+            rounds[name].append(timed(paths[name], args.repeats))
+    per = {name: statistics.median(v) for name, v in rounds.items()}
+    shapes = [tuple(b.valid.shape) for b in kinds]
+    print(f"{args.preset}: K = {K} members on batches {shapes} (B, T), {args.device}, {args.threads} thread(s)")
+    print(f"{'path':<10} {'first call s':>12} {'s/member-step':>14} {'lone/stack':>10}")
+    for name in paths:
+        print(f"{name:<10} {first[name]:>12.2f} {per[name]:>14.3f} {per['lone'] / per[name]:>9.2f}x")
+    if args.out:
+        Path(args.out).write_text(json.dumps({
+            "meta": {"preset": args.preset, "members": K, "device": args.device, "threads": args.threads,
+                     "batches": shapes, "repeats": args.repeats, "rounds": args.rounds},
+            "first_call_s": first, "s_per_member_step_rounds": rounds, "s_per_member_step": per,
+            "lone_over_stack": {n: per["lone"] / per[n] for n in paths}}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
