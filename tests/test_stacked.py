@@ -217,10 +217,12 @@ def test_grid_with_stack_gives_the_unstacked_rows(tmp_path):
     cells = [c for c in cells if c.protocol == "ume" or c.variant == "ae"]  # ae: UME and two IME rates
     plain = run_grid(cells, ResultStore(tmp_path / "a.jsonl"), progress=False)
     stacked = run_grid(cells, ResultStore(tmp_path / "b.jsonl"), progress=False, stack=2)
+    one_by_one = run_grid(cells, ResultStore(tmp_path / "c.jsonl"), progress=False, stack=2, stack_group=1)
     assert [(r["cell"], r["rate"]) for r in plain] == [(r["cell"], r["rate"]) for r in stacked]
-    for a, b in zip(plain, stacked):
+    for a, b, c in zip(plain, stacked, one_by_one):
         assert b["waf"] == pytest.approx(a["waf"], abs=1e-6) and b["peak_mb"] > 0
-        assert b["stacked"] == 2
+        assert c["waf"] == pytest.approx(a["waf"], abs=1e-6)
+        assert b["stacked"] == c["stacked"] == 2
 
 
 def test_cli_stack_needs_the_local_executor(tmp_path):
@@ -228,6 +230,15 @@ def test_cli_stack_needs_the_local_executor(tmp_path):
 
     with pytest.raises(SystemExit, match="local executor"):
         main(["benchmark", "--quick", "--out", str(tmp_path), "--executor", "ray", "--stack", "2"])
+
+
+@pytest.mark.parametrize("flag", ["--stack", "--stack-group", "--workers"])
+def test_cli_refuses_a_stack_or_group_below_one(tmp_path, capsys, flag):
+    from iteacnet.cli import main
+
+    assert main(["benchmark", "--quick", "--out", str(tmp_path), flag, "0"]) == 2
+    assert f"{flag} must be at least 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "cells.jsonl").exists()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")

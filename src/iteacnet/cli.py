@@ -293,6 +293,9 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     preset = "quick" if args.quick else args.preset
     if preset is None and args.config is None:
         raise UserError("give --preset NAME (see `iteacnet list`), --config FILE or --quick")
+    for flag, value in (("--workers", args.workers), ("--stack", args.stack), ("--stack-group", args.stack_group)):
+        if value is not None and value < 1:
+            raise UserError(f"iteacnet benchmark: {flag} must be at least 1, got {value}")
     src = find_preset(preset) if preset else Path(args.config)
     body = read_config_body(src)
     if not isinstance(body.get("grid"), dict):
@@ -321,7 +324,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         raise ConfigError(str(e).strip(chr(39))) from None
     out = Path(args.out or f"runs/benchmark-{src.stem}")
     out.mkdir(parents=True, exist_ok=True)
-    kw: dict[str, Any] = {"address": args.address} if args.executor == "ray" else {"stack": args.stack}
+    kw: dict[str, Any] = {"address": args.address} if args.executor == "ray" else {"stack": args.stack,
+                                                                                   "stack_group": args.stack_group}
     if args.executor == "ray" and args.stack > 1:
         raise SystemExit("iteacnet benchmark: --stack works with the local executor")
     if args.executor == "local":  # the process's threads, shared among the workers
@@ -585,6 +589,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="cells (or stacks) run in parallel worker processes; with device cuda they share the GPU")
     sp.add_argument("--stack", type=int, default=1,
                     help="train up to K cells that differ only in seed as one stacked run (local executor)")
+    sp.add_argument("--stack-group", type=int, default=None, metavar="G",
+                    help="at most G stack members per vmapped call: bounds a stack's activation memory "
+                         "(default: 4 on a CPU, the whole stack on a GPU)")
     sp.add_argument("--executor", default="local", help="local | ray")
     sp.add_argument("--address", default=None, help="ray: cluster address (default: start a local Ray)")
     sp.add_argument("--seeds", help="override the grid's seeds, e.g. 0,1,2")

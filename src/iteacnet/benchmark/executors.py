@@ -60,11 +60,15 @@ def die_with_parent(parent: int) -> None:
 class LocalExecutor:
     """Cells in `workers` processes (spawned: no forked torch state); 1 worker runs inline."""
 
-    def __init__(self, workers: int = 1, threads_per_worker: int | None = None, stack: int = 1) -> None:
+    def __init__(self, workers: int = 1, threads_per_worker: int | None = None, stack: int = 1,
+                 stack_group: int | None = None) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
+        if stack_group is not None and stack_group < 1:
+            raise ValueError(f"stack_group must be >= 1, got {stack_group}")
         self.workers = workers
         self.stack = stack
+        self.stack_group = stack_group  # members per vmapped call (None: training.stacked.default_group)
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else mp.cpu_count()
         self.threads = threads_per_worker or max(1, cpus // workers)
 
@@ -76,7 +80,7 @@ class LocalExecutor:
         if self.workers == 1:
             _init_worker(self.threads)
             for job in jobs:
-                for cell, rows in zip(job, run_cells(job)):
+                for cell, rows in zip(job, run_cells(job, self.stack_group)):
                     on_done(cell, rows)
             return
         ctx = mp.get_context("spawn")
@@ -88,7 +92,7 @@ class LocalExecutor:
             while queue or pending:
                 while queue and len(pending) < 2 * self.workers:
                     job = queue.pop(0)
-                    pending[pool.submit(run_cells, job)] = job
+                    pending[pool.submit(run_cells, job, self.stack_group)] = job
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in finished:
                     job = pending.pop(fut)

@@ -226,9 +226,10 @@ def _reset_peak(device: str) -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-def run_cells(cells: list[Cell]) -> list[list[dict[str, Any]]]:
+def run_cells(cells: list[Cell], group: int | None = None) -> list[list[dict[str, Any]]]:
     """One group of `stack_groups` (a worker's job): one cell alone, or the group's cells as
-    one stacked training run; each cell's rows, with the worker's peak memory (`peak_mb`)."""
+    one stacked training run (at most `group` members per vmapped call); each cell's rows,
+    with the worker's peak memory (`peak_mb`)."""
     import torch
 
     from iteacnet.evaluation.protocols import train_and_score_stacked
@@ -244,7 +245,7 @@ def run_cells(cells: list[Cell]) -> list[list[dict[str, Any]]]:
     corpus = _corpus(json.dumps({k: v for k, v in data_d.items() if k not in SPLIT_FIELDS}, sort_keys=True))
     data = prepare(corpus, cfgs[0])
     columns = [{"variant": c.variant, "variant_label": VARIANTS[c.variant].label, "cell": c.id} for c in cells]
-    out = train_and_score_stacked(cfgs, data, label=cells[0].protocol, columns=columns)
+    out = train_and_score_stacked(cfgs, data, label=cells[0].protocol, columns=columns, group=group)
     share = round((time.perf_counter() - t0) / len(cells), 2)
     peak = worker_peak_mb(device)
     threads = torch.get_num_threads()

@@ -138,9 +138,11 @@ def train_and_score_stacked(
     out_dirs: list[Path | None] | None = None,
     label: str | None = None,
     columns: list[dict[str, Any]] | None = None,
+    group: int | None = None,
 ) -> list[list[dict[str, Any]]]:
     """`train_and_score` for runs that differ only in seed, trained as one stack
-    (training.stacked); each run gets its own rows, labelled with its own `columns`. Runs
+    (training.stacked, at most `group` members per vmapped call; default: `default_group`);
+    each run gets its own rows, labelled with its own `columns`. Runs
     that cannot share a stack train one after another, with a note on stderr saying why."""
     from iteacnet.training.stacked import (
         Stack,
@@ -156,9 +158,9 @@ def train_and_score_stacked(
     why = stack_blocker(cfgs[0]) if len(cfgs) > 1 else "a single run"
     if why is None:
         try:
-            results = fit_stacked(cfgs, data, dirs)
+            results = fit_stacked(cfgs, data, dirs, group=group)
             # The members' best weights, stacked again to predict the test split together.
-            best = Stack([r.method for r in results], default_group(cfgs[0].train.device, len(cfgs)))
+            best = Stack([r.method for r in results], group or default_group(cfgs[0].train.device, len(cfgs)))
             masks = test_masks(data, cfgs[0], selection_rates(cfgs[0]))
             scores = score_members(best, range(len(cfgs)), data, "test", masks, cfgs[0].train.batch_size,
                                    cfgs[0].train.device)
