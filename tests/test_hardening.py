@@ -365,7 +365,7 @@ def test_a_cell_recorded_twice_counts_once(tmp_path: Path) -> None:
 def test_grid_table_is_checked_against_the_grid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import iteacnet.benchmark.executors as executors
 
-    monkeypatch.setattr(executors, "run_cells", lambda cells: [[{"cell": c.id}] for c in cells])
+    monkeypatch.setattr(executors, "run_cells", lambda cells, group=None: [[{"cell": c.id}] for c in cells])
     store = ResultStore(tmp_path / "cells.jsonl")
     monkeypatch.setattr(store, "add", lambda cell, rows: None)  # a write that got lost
     with pytest.raises(IncompleteResults, match="2 of 2 cells have no record"):
