@@ -288,6 +288,33 @@ def test_members_score_together_as_each_scores_alone(data):
     assert together[0] != together[1]
 
 
+def test_a_step_out_of_memory_runs_again_with_smaller_groups(data, capsys):
+    """A vmapped call of more than one member "runs out of memory": the step is redone from
+    scratch with halved groups, down to one member a call, and equals that stack's step."""
+    cfg = _cfg()
+    members = [init_method(replace(cfg, **{"train.seed": s}), data.spec) for s in (0, 1, 2, 3)]
+    gen = batch_generator(cfg)
+    batch = next(iterate_batches(data.corpus, data.split.train, cfg.train.batch_size, gen))
+    masks = [training_mask(batch, cfg.train, gen) for _ in members]
+    tight, roomy = Stack(members), Stack(members, group=1)
+    vmapped = tight._vmapped
+
+    def small_memory(w, *rest):
+        if next(iter(w.values())).shape[0] > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return vmapped(w, *rest)
+
+    tight._vmapped = small_memory
+    for st in (tight, roomy):
+        st.train()
+    got, _ = tight.losses([batch] * 4, masks, "cpu", backward=True)
+    want, _ = roomy.losses([batch] * 4, masks, "cpu", backward=True)
+    assert tight.group == 1 and "ran out of memory with 4 members" in capsys.readouterr().err
+    torch.testing.assert_close(got, want)
+    for n, p in tight.params.items():
+        torch.testing.assert_close(p.grad, roomy.params[n].grad, msg=n)
+
+
 def test_a_bounded_group_trains_the_same_stack(data):
     cfgs = [replace(_cfg(), **{"train.seed": s}) for s in (0, 1, 2)]
     wide, narrow = fit_stacked(cfgs, data, group=3), fit_stacked(cfgs, data, group=2)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -258,7 +259,26 @@ class Stack:
         Members whose batches have similar lengths (`length_buckets`) run as one vmapped call,
         padded to their longest: each member's batches come in its own random order, and one
         pad to the longest of all K would multiply the work of short batches. A call takes at
-        most `group` members (`default_group`)."""
+        most `group` members (`default_group`). A step that runs out of device memory is run
+        again from the start with half as many members per call, and the stack keeps that."""
+        while True:
+            try:
+                return self._losses(batches, masks, device, slack, backward)
+            except torch.OutOfMemoryError:
+                size = self.group or self.K
+                if size <= 1:
+                    raise
+                self.group = size // 2
+                for p in self.params.values():  # a partial step's gradients: the step runs again
+                    p.grad = None
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                print(f"note: a stacked step ran out of memory with {size} members per vmapped call; "
+                      f"now {self.group} (--stack-group sets it)", file=sys.stderr)
+
+    def _losses(
+        self, batches: Sequence[Batch], masks: Sequence[torch.Tensor], device: str, slack: float, backward: bool,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         outs: list[tuple[torch.Tensor, dict[str, torch.Tensor]]] = []
         order: list[int] = []
         for group in length_buckets([b.valid.shape[1] for b in batches], slack, self.group):
