@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -10,6 +13,18 @@ import torch
 from iteacnet.config import DataConfig, ExperimentConfig, ModelConfig, SyntheticConfig, TrainConfig
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_benchmark(script: str) -> ModuleType:
+    """A script of benchmarks/ (not a package) imported as module `bench_<name>`."""
+    name = "bench_" + Path(script).stem
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / script)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def tiny_config(**train: object) -> ExperimentConfig:

@@ -25,7 +25,7 @@ _HINT = 'needs the optional audio dependencies: pip install -e ".[audio]"'
 opensmile = pytest.importorskip("opensmile", reason=_HINT)
 sf = pytest.importorskip("soundfile", reason=_HINT)
 
-from conftest import tiny_config  # noqa: E402
+from conftest import load_benchmark, tiny_config  # noqa: E402
 from gcnet_layout import write_iemocap_like  # noqa: E402
 from iteacnet.cli import main  # noqa: E402
 from iteacnet.config import DataConfig, ExperimentConfig, replace  # noqa: E402
@@ -561,12 +561,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_benchmark_script_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_audio", ROOT / "benchmarks" / "audio_extract.py")
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("audio_extract.py")
     assert bench.main(["--clips", "3", "--seconds", "0.5", "--feature-sets", "eGeMAPSv02", "--workers", "1",
                        "--out", str(tmp_path / "b.json")]) == 0
     assert "clips/s" in capsys.readouterr().out

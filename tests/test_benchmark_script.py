@@ -6,7 +6,6 @@ against must compute what ITEACNet computes, which is checked here too.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -16,18 +15,14 @@ from types import ModuleType
 import pytest
 import torch
 
+from conftest import load_benchmark
 from iteacnet.models.ecce import ECCE
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "speed.py"
 
 
 def _speed_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_speed", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_speed"] = mod  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("speed.py")
 
 
 @pytest.mark.parametrize("local", [True, False])

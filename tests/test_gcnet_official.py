@@ -5,9 +5,7 @@ The official code itself is not here (it is not ours to commit), so nothing runs
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -15,17 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gcnet_official.py"
+from conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def mod():
-    spec = importlib.util.spec_from_file_location("bench_gcnet_official", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    m = importlib.util.module_from_spec(spec)
-    sys.modules["bench_gcnet_official"] = m
-    spec.loader.exec_module(m)
-    return m
+    return load_benchmark("gcnet_official.py")
 
 
 def fake_official(root: Path, patch_list, drop: int | None = None) -> None:

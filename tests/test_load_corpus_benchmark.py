@@ -5,25 +5,17 @@ No timing thresholds: the figures depend on the machine.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
+from conftest import load_benchmark
 from iteacnet.data.table import load_table_corpus
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "load_corpus.py"
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("bench_load_corpus", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_load_corpus"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("load_corpus.py")
 
 
 def test_layouts_give_the_same_corpus(tmp_path: Path) -> None:

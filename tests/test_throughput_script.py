@@ -4,19 +4,12 @@ synthetic preset and reports well-formed figures. No timing thresholds."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
+from conftest import load_benchmark
 
 
 def test_one_stacked_mode_reports_its_figures():
-    spec = importlib.util.spec_from_file_location("bench_throughput", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_throughput"] = mod
-    spec.loader.exec_module(mod)
+    mod = load_benchmark("throughput.py")
     args = argparse.Namespace(preset="quick", epochs=1, threads=1, device="cpu", set=["data.synthetic.num_dialogues=12"],
                               one_workers=1, one_stack=2, one_cells=2)
     res = mod.run_mode(args)

@@ -158,9 +158,10 @@ def train_and_score_stacked(
     why = stack_blocker(cfgs[0]) if len(cfgs) > 1 else "a single run"
     if why is None:
         try:
+            group = group or default_group(cfgs[0].train.device, len(cfgs))
             results = fit_stacked(cfgs, data, dirs, group=group)
             # The members' best weights, stacked again to predict the test split together.
-            best = Stack([r.method for r in results], group or default_group(cfgs[0].train.device, len(cfgs)))
+            best = Stack([r.method for r in results], group)
             masks = test_masks(data, cfgs[0], selection_rates(cfgs[0]))
             scores = score_members(best, range(len(cfgs)), data, "test", masks, cfgs[0].train.batch_size,
                                    cfgs[0].train.device)

@@ -275,20 +275,21 @@ def score_masks(
     summed over the ranks, so every rank computes the same metrics."""
     dialogues = getattr(data.split, split_name)
     rows = data.corpus.rows_of(dialogues)
+    labels = data.corpus.labels[rows]
     results = {}
     for key, mask in masks.items():
         if parallel is None:
             outputs = predict_split(method, data.corpus, dialogues, mask, batch_size, device)
         else:
             outputs = _predict_sharded(method, data, dialogues, rows, mask, batch_size, device, parallel)
-        results[key] = split_metrics(outputs, data, split_name, mask)
+        results[key] = split_metrics(outputs, labels, data.corpus.task, mask)
     return results
 
 
-def split_metrics(outputs: np.ndarray, data: PreparedData, split_name: str, mask: np.ndarray) -> dict[str, float]:
-    """Metrics of (N, C) `outputs` on a split, plus the missing rate its (N, M) `mask` achieved."""
-    labels = data.corpus.labels[data.corpus.rows_of(getattr(data.split, split_name))]
-    metrics = compute_metrics(outputs, labels, data.corpus.task)
+def split_metrics(outputs: np.ndarray, labels: np.ndarray, task: str, mask: np.ndarray) -> dict[str, float]:
+    """Metrics of a split's (N, C) `outputs` against its (N,) `labels`, plus the missing rate
+    its (N, M) `mask` achieved."""
+    metrics = compute_metrics(outputs, labels, task)
     metrics["achieved_rate"] = achieved_rate(torch.from_numpy(mask), torch.ones(len(labels), dtype=torch.bool))
     return metrics
 

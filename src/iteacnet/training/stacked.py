@@ -358,12 +358,13 @@ def score_members(
     """`score_masks` of each of the stack's `members` (its weights as they are now), all
     members predicting each batch in one pass: one dict per member, in `members`' order."""
     dialogues = getattr(data.split, split_name)
+    labels = data.corpus.labels[data.corpus.rows_of(dialogues)]
     forward = stack.predictor(members)
     scores: list[dict[Any, dict[str, float]]] = [{} for _ in members]
     for key, mask in masks.items():
         outputs = predict_split(stack.step, data.corpus, dialogues, mask, batch_size, device, forward=forward)  # (K', N, C)
         for i in range(len(members)):
-            scores[i][key] = split_metrics(outputs[i], data, split_name, mask)
+            scores[i][key] = split_metrics(outputs[i], labels, data.corpus.task, mask)
     return scores
 
 
