@@ -460,13 +460,14 @@ def fit(
                 best_state = {k: v.detach().to("cpu", copy=True) for k, v in method.state_dict().items()}
             bar.set_postfix(loss=f"{parts.get('loss', 0.0):.3f}", val_waf=f"{score:.2f}", best=f"{best_score:.2f}")
         history.append(row)
+        elapsed = seconds_before + time.perf_counter() - t0  # as last/ records it: a resume adds to this
         if last is not None and rank == 0:
             info = {"epoch": epoch, "best_score": best_score, "best_epoch": best_epoch, "history": history,
-                    "seconds": seconds_before + time.perf_counter() - t0}
+                    "seconds": elapsed}
             save_training_state(last, method, best_state, opt, generator, info, cfg)
         done_here += 1
         if stop_after is not None and done_here >= stop_after and epoch + 1 < train.epochs:
-            return FitResult(method, best_epoch, best_score, history, seconds_before + time.perf_counter() - t0)
+            return FitResult(method, best_epoch, best_score, history, elapsed)
     if best_state is not None:
         method.load_state_dict(best_state)
     result = FitResult(method, best_epoch, best_score, history, seconds_before + time.perf_counter() - t0)

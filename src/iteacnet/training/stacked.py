@@ -441,9 +441,8 @@ def fit_stacked(
     t0 = time.perf_counter()
     done_here = 0
 
-    def results(final: bool) -> list[FitResult]:
+    def results(final: bool, seconds: float) -> list[FitResult]:
         out = []
-        seconds = seconds_before + (time.perf_counter() - t0) / K
         for k in range(K):
             stack.load_member(members[k], k)
             if final and best[k] is not None:
@@ -478,6 +477,7 @@ def fit_stacked(
         live = [k for k in range(K) if active[k]]
         scores = dict(zip(live, score_members(stack, live, data, "valid", val_masks, train.batch_size, train.device))) \
             if evaluate else {}
+        elapsed = seconds_before + (time.perf_counter() - t0) / K  # as last/ records it: a resume adds to this
         for k in live:
             loaded = False
             if evaluate:
@@ -494,12 +494,12 @@ def fit_stacked(
                     stack.load_member(members[k], k)
                 alone[k].load_state_dict(member_optimizer_state(opt.state_dict(), shapes, k))
                 info = {"epoch": epoch, "best_score": best_score[k], "best_epoch": best_epoch[k], "history": history[k],
-                        "seconds": seconds_before + (time.perf_counter() - t0) / K}
+                        "seconds": elapsed}
                 save_training_state(lasts[k], members[k], best[k], alone[k], gens[k], info)  # type: ignore[arg-type]
         done_here += 1
         if stop_after is not None and done_here >= stop_after and epoch + 1 < train.epochs:
-            return results(final=False)
-    out = results(final=True)
+            return results(final=False, seconds=elapsed)
+    out = results(final=True, seconds=seconds_before + (time.perf_counter() - t0) / K)
     for k in range(K):
         if dirs[k] is not None:
             save_result(dirs[k], out[k], data, cfgs[k], stacked=K)  # type: ignore[arg-type]
