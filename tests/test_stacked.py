@@ -73,10 +73,15 @@ def _assert_same_run(alone, member, data, cfg):
                 assert rb[k] == pytest.approx(ra[k], abs=1e-6), k
 
 
-@pytest.mark.parametrize("method,framework", [("iteacnet", "its"), ("ae", "its"), ("cra", "its")])
-def test_stacked_equals_separate_runs_without_dropout(data, method, framework):
+@pytest.mark.parametrize("method,framework,group", [
+    # all members in one vmapped call (a GPU's default), and one member a call: no vmap, the
+    # lone kernels (`Stack._alone`, a CPU's default)
+    ("iteacnet", "its", len(SEEDS)), ("ae", "its", len(SEEDS)), ("cra", "its", len(SEEDS)),
+    ("iteacnet", "its", 1),
+])
+def test_stacked_equals_separate_runs_without_dropout(data, method, framework, group):
     cfgs = _seeds(_cfg(method, framework))
-    stacked = fit_stacked(cfgs, data)
+    stacked = fit_stacked(cfgs, data, group=group)
     for cfg, member in zip(cfgs, stacked):
         _assert_same_run(fit(cfg, data), member, data, cfg)
     assert stacked[0].history != stacked[1].history  # the seeds differ: own init, data order, masks
@@ -216,7 +221,7 @@ def test_grid_with_stack_gives_the_unstacked_rows(tmp_path):
     cells = _grid_cells(seeds=(0, 1), variants=("iteacnet", "ae"))
     cells = [c for c in cells if c.protocol == "ume" or c.variant == "ae"]  # ae: UME and two IME rates
     plain = run_grid(cells, ResultStore(tmp_path / "a.jsonl"), progress=False)
-    stacked = run_grid(cells, ResultStore(tmp_path / "b.jsonl"), progress=False, stack=2)
+    stacked = run_grid(cells, ResultStore(tmp_path / "b.jsonl"), progress=False, stack=2, stack_group=2)
     one_by_one = run_grid(cells, ResultStore(tmp_path / "c.jsonl"), progress=False, stack=2, stack_group=1)
     assert [(r["cell"], r["rate"]) for r in plain] == [(r["cell"], r["rate"]) for r in stacked]
     for a, b, c in zip(plain, stacked, one_by_one):
@@ -263,21 +268,22 @@ def test_length_buckets():
 def test_default_group_bounds_a_cpu_call_and_takes_the_whole_stack_elsewhere():
     from iteacnet.training.stacked import CPU_GROUP, default_group
 
-    assert default_group("cpu", 16) == CPU_GROUP < 16
-    assert default_group("cpu", 2) == 2
+    assert default_group("cpu", 16) == CPU_GROUP == 1  # no vmap on a CPU: `Stack._alone`
+    assert default_group("cpu", 1) == 1
     assert default_group("cuda", 16) == 16
 
 
-def test_members_score_together_as_each_scores_alone(data):
-    """Validation and test scoring of a stack: the members predict each batch in one vmapped
-    call (in groups of 2 here), and each gets the metrics `score_masks` gives it alone."""
+@pytest.mark.parametrize("group", [2, 1])
+def test_members_score_together_as_each_scores_alone(data, group):
+    """Validation and test scoring of a stack: the members predict each batch in vmapped
+    calls of `group` (1: no vmap), and each gets the metrics `score_masks` gives it alone."""
     from iteacnet.training.engine import score_masks
     from iteacnet.training.stacked import score_members
 
     cfg = _cfg(dropout=0.1)  # eval mode: dropout must be off in the stacked predictor
     members = [init_method(replace(cfg, **{"train.seed": s}), data.spec) for s in (0, 1, 2)]
     masks = eval_masks(data, "valid", (0.0, 0.5), 0)
-    together = score_members(Stack(members, group=2), [2, 0], data, "valid", masks, 4, "cpu")
+    together = score_members(Stack(members, group=group), [2, 0], data, "valid", masks, 4, "cpu")
     assert len(together) == 2
     for k, got in zip([2, 0], together):
         alone = score_masks(members[k], data, "valid", masks, 4, "cpu")
@@ -315,13 +321,16 @@ def test_a_step_out_of_memory_runs_again_with_smaller_groups(data, capsys):
         torch.testing.assert_close(p.grad, roomy.params[n].grad, msg=n)
 
 
-def test_a_bounded_group_trains_the_same_stack(data):
+@pytest.mark.parametrize("group", [2, 1])
+def test_a_bounded_group_trains_the_same_stack(data, group):
     cfgs = [replace(_cfg(), **{"train.seed": s}) for s in (0, 1, 2)]
-    wide, narrow = fit_stacked(cfgs, data, group=3), fit_stacked(cfgs, data, group=2)
+    wide, narrow = fit_stacked(cfgs, data, group=3), fit_stacked(cfgs, data, group=group)
     for a, b in zip(wide, narrow):
         assert [r["val_waf"] for r in a.history] == pytest.approx([r["val_waf"] for r in b.history], abs=1e-6)
         for k, v in a.method.state_dict().items():
-            torch.testing.assert_close(b.method.state_dict()[k], v, rtol=1e-4, atol=1e-5, msg=k)
+            # as `_assert_same_run`: float order differs (vmapped or not), and Adam's normalised step
+            # turns a rounding difference in a near-zero gradient (temporal_mlp's bias) into ~1e-5
+            torch.testing.assert_close(b.method.state_dict()[k], v, rtol=1e-4, atol=1e-4, msg=k)
 
 
 @pytest.mark.parametrize("method,over,seeds,epochs_run", [
@@ -333,7 +342,7 @@ def test_a_bounded_group_trains_the_same_stack(data):
 ])
 def test_stacked_follows_early_stopping_utterance_batches_and_lr_schedule(data, method, over, seeds, epochs_run):
     cfgs = [replace(_cfg(method), **{**over, "train.seed": s}) for s in seeds]
-    stacked = fit_stacked(cfgs, data)
+    stacked = fit_stacked(cfgs, data, group=len(cfgs))  # vmapped
     assert [len(r.history) for r in stacked] == epochs_run
     for cfg, member in zip(cfgs, stacked):
         _assert_same_run(fit(cfg, data), member, data, cfg)

@@ -165,11 +165,13 @@ def length_buckets(lengths: Sequence[int], slack: float = 1.25, most: int | None
     return groups
 
 
-# Members per vmapped call on a CPU. A CPU step is bound by arithmetic, not by kernel launches,
-# so a wider call gains nothing, and its (K, ...) activations outgrow the allocator's reuse:
-# 16 members in one call ran at 0.6x of 16 lone steps here, page-faulting fresh memory on every
-# allocation, 4 at a time at parity (benchmarks/README.md). A GPU takes the whole stack.
-CPU_GROUP = 4
+# Members per call on a CPU: one, which is no vmap at all (`Stack._alone`). A CPU step is
+# bound by arithmetic, not by kernel launches, so a wider call shares nothing, while vmap's
+# batching rules cost 10-30% per op against the lone kernels and its (K, ...) activations
+# outgrow the allocator's reuse (benchmarks/README.md: 4 per call at 0.88-1.00x of lone steps,
+# 16 per call at 0.6-0.83x). The stack still shares one process, one optimizer step over the
+# stacked weights and one validation loop. A GPU takes the whole stack in one call.
+CPU_GROUP = 1
 
 
 def default_group(device: str, K: int) -> int:
@@ -282,6 +284,10 @@ class Stack:
         outs: list[tuple[torch.Tensor, dict[str, torch.Tensor]]] = []
         order: list[int] = []
         for group in length_buckets([b.valid.shape[1] for b in batches], slack, self.group):
+            if len(group) == 1:  # alone in its call: the lone run's own kernels, no vmap
+                outs.append(self._alone(group[0], batches[group[0]], masks[group[0]], device, backward))
+                order += group
+                continue
             parts, mask = stack_batches([batches[k] for k in group], [masks[k] for k in group])
             whole = group == list(range(self.K))
             w, c = self._slice(group)  # a gather but for all K: gradients flow back into the slices
@@ -305,6 +311,22 @@ class Stack:
         terms = {n: torch.cat([o[1][n] for o in outs])[inv.to(outs[0][0].device)] for n in outs[0][1]}
         return total, terms
 
+    def _alone(self, k: int, batch: Batch, mask: torch.Tensor, device: str,
+               backward: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Member k's loss as `fit` computes it (no vmap, no `dense_layout`): (1,) and (1,)
+        terms. vmap's batching rules cost a CPU 15-30% per op against the lone kernels (fused
+        bias, dropout, attention; benchmarks/README.md), which a one-member call need not pay."""
+        w = {n: p[k] for n, p in self._weights.items()}
+        if backward:
+            w = {n: v.detach().requires_grad_() for n, v in w.items()}
+        c = {n: b[k] for n, b in self._consts.items()}
+        total, parts = torch.func.functional_call(self.step, (w, c), (batch.to(device), mask.to(device)))
+        if backward:
+            self._copy_grads([k], w, total)
+            total = total.detach()
+        terms = {n: torch.as_tensor(v, dtype=total.dtype, device=total.device).reshape(1) for n, v in parts.items()}
+        return total.reshape(1), terms
+
     def load_member(self, module: nn.Module, k: int) -> None:
         load_member(module, self.params, self.buffers, k)
 
@@ -320,7 +342,7 @@ class Stack:
             p = self._weights[n]
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-            p.grad.index_copy_(0, idx, g)
+            p.grad.index_copy_(0, idx, g.reshape(len(group), *p.shape[1:]))  # `_alone`: no K axis
 
     def _slice(self, group: list[int]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """The weights of members `group`, (len(group), ...)."""
@@ -344,6 +366,11 @@ class Stack:
 
             outs = []
             for s in range(0, len(members), size):
+                if size == 1:  # as `_alone`: the lone kernels
+                    k = members[s]
+                    w = {n: p[k] for n, p in self._weights.items()}
+                    outs.append(member_out(w, {n: b[k] for n, b in self._consts.items()})[None])
+                    continue
                 with dense_layout():
                     outs.append(torch.func.vmap(member_out, randomness="error")(*self._slice(members[s : s + size])))
             return torch.cat(outs)
