@@ -8,7 +8,9 @@ under its own training mask. `lone` runs `step_loss` + backward member after mem
 vmapped call. The first call of each is timed apart (`first`: a process touching its
 activation memory for the first time), then `--repeats` calls in ABBA order over rounds;
 reported: seconds per member-step (median over rounds) and lone / stack (> 1: the stack is
-faster).
+faster). Then three of the model's ops alone, forward and backward, K lone calls against
+one `vmap` over K (the batching rules' own cost, without the model around them): a Linear
+D -> 4D with bias, dropout 0.1 on attention weights (B, H, T, T), fused attention.
 
     python benchmarks/stack_step.py --members 16 --groups 1,4,16 --threads 1
     python benchmarks/stack_step.py --device cuda --members 16 --groups 16
@@ -21,10 +23,48 @@ import argparse
 import json
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+
+def op_ratios(K: int, B: int, T: int, D: int, H: int, repeats: int) -> dict[str, float]:
+    """Per op: seconds of K lone calls / seconds of one vmapped call over K (< 1: vmap slower)."""
+    import torch.nn.functional as F
+    from torch.func import vmap
+
+    def leaf(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, requires_grad=True)
+
+    ops: dict[str, tuple[Callable[..., torch.Tensor], list[tuple[int, ...]]]] = {
+        "linear": (F.linear, [(B, T, D), (4 * D, D), (4 * D,)]),
+        "dropout": (lambda a: F.dropout(a, 0.1, True), [(B, H, T, T)]),
+        "attention": (F.scaled_dot_product_attention, [(B, H, T, D // H)] * 3),
+    }
+    out = {}
+    for name, (op, shapes) in ops.items():
+        lone_args = [[leaf(*sh) for sh in shapes] for _ in range(K)]
+        stacked_args = [leaf(K, *sh) for sh in shapes]
+        batched = vmap(op, randomness="different")
+
+        def lone(f: Callable[..., torch.Tensor] = op, calls: list[list[torch.Tensor]] = lone_args) -> None:
+            for a in calls:
+                f(*a).sum().backward()
+
+        def stacked(f: Callable[..., torch.Tensor] = batched, a: list[torch.Tensor] = stacked_args) -> None:
+            f(*a).sum().backward()
+
+        secs = {}
+        for path, f in (("lone", lone), ("vmap", stacked)):
+            f()  # first touch
+            t = time.perf_counter()
+            for _ in range(repeats):
+                f()
+            secs[path] = time.perf_counter() - t
+        out[name] = secs["lone"] / secs["vmap"]
+    return out
 
 
 def main() -> None:
@@ -96,12 +136,20 @@ def main() -> None:
     print(f"{'path':<10} {'first call s':>12} {'s/member-step':>14} {'lone/stack':>10}")
     for name in paths:
         print(f"{name:<10} {first[name]:>12.2f} {per[name]:>14.3f} {per['lone'] / per[name]:>9.2f}x")
+    B, T = shapes[0]
+    D, H = (16, 2) if args.quick else (128, 8)
+    with warnings.catch_warnings():  # vmap's note that fused attention has no batching rule: measured here
+        warnings.simplefilter("ignore", UserWarning)
+        ops = op_ratios(K, B, T, D, H, 2 if args.quick else 10)
+    print(f"ops alone, {K} lone calls / one vmapped call (forward + backward): "
+          + ", ".join(f"{n} {r:.2f}x" for n, r in ops.items()))
     if args.out:
         Path(args.out).write_text(json.dumps({
             "meta": {"preset": args.preset, "members": K, "device": args.device, "threads": args.threads,
                      "batches": shapes, "repeats": args.repeats, "rounds": args.rounds},
             "first_call_s": first, "s_per_member_step_rounds": rounds, "s_per_member_step": per,
-            "lone_over_stack": {n: per["lone"] / per[n] for n in paths}}, indent=2) + "\n")
+            "lone_over_stack": {n: per["lone"] / per[n] for n in paths},
+            "ops_lone_over_vmap": ops, "ops_shapes": {"B": B, "T": T, "D": D, "H": H}}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

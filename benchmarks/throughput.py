@@ -11,7 +11,9 @@ invocation, and peak memory: the `peak_mb` the grid records per job (CPU: the wo
 process's peak resident set, which includes Python, torch and the corpus, given with the
 process's resident set before any training; CUDA: `torch.cuda.max_memory_allocated` of the
 job). With `--rounds R` the modes run R times in alternating order and each reports its
-median round (a shared machine's load changes by the minute).
+median round (a shared machine's load changes by the minute). `--ballast-mb M` adds a mode:
+1 worker, K = 1, with M MB of memory filled before training and never touched again (a
+stack holds its members' optimizer states at once: is it the footprint that costs?).
 
     python benchmarks/throughput.py --rounds 2 --out throughput.json          # CPU, ~15 min
     python benchmarks/throughput.py --device cuda --workers 1,4 --stacks 1,4,16 --epochs 2
@@ -54,6 +56,7 @@ def run_mode(args: argparse.Namespace) -> dict[str, Any]:
 
     torch.set_num_threads(args.threads)
     cells = _cells(args.preset, args.epochs, args.one_cells, args.device, args.set)
+    ballast = torch.ones(args.one_ballast_mb * 2**18)  # filled: resident, then idle  # noqa: F841
     load0 = os.getloadavg()[0]
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     with tempfile.TemporaryDirectory() as tmp:
@@ -62,7 +65,8 @@ def run_mode(args: argparse.Namespace) -> dict[str, Any]:
                         progress=False, stack=args.one_stack, threads_per_worker=args.threads)
         seconds = time.perf_counter() - t0
     return {
-        "workers": args.one_workers, "stack": args.one_stack, "cells": len(cells), "seconds": round(seconds, 2),
+        "workers": args.one_workers, "stack": args.one_stack, "ballast_mb": args.one_ballast_mb,
+        "cells": len(cells), "seconds": round(seconds, 2),
         "cells_per_hour": round(len(cells) * 3600 / seconds, 1),
         "peak_mb_per_job": max(r["peak_mb"] for r in rows),
         "driver_rss_before_mb": round(rss0, 1),
@@ -84,35 +88,40 @@ def main() -> None:
                    help="torch threads per worker (1: on a shared machine, OpenMP threads waiting for a busy core slow an epoch many times)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--set", action="append", default=[], help="extra config override, KEY=VALUE")
+    p.add_argument("--ballast-mb", type=int, default=0,
+                   help="also run 1 worker, K = 1 holding this many MB of idle, resident memory")
     p.add_argument("--quick", action="store_true", help="preset `quick` (synthetic, tiny), 1 epoch: seconds")
     p.add_argument("--out", help="write the figures as JSON here")
     p.add_argument("--one-workers", type=int, help=argparse.SUPPRESS)
     p.add_argument("--one-stack", type=int, help=argparse.SUPPRESS)
     p.add_argument("--one-cells", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--one-ballast-mb", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.quick:
         args.preset, args.epochs = "quick", 1
     if args.one_workers is not None:  # a mode's subprocess
         print("RESULT " + json.dumps(run_mode(args)), flush=True)
         return
-    modes = [(int(w), 1) for w in args.workers.split(",") if w] + [(1, int(k)) for k in args.stacks.split(",") if k and int(k) > 1]
+    modes = [(int(w), 1, 0) for w in args.workers.split(",") if w] + [(1, int(k), 0) for k in args.stacks.split(",") if k and int(k) > 1]
+    if args.ballast_mb > 0:
+        modes.append((1, 1, args.ballast_mb))
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    runs: dict[tuple[int, int], list[dict[str, Any]]] = {m: [] for m in modes}
+    runs: dict[tuple[int, int, int], list[dict[str, Any]]] = {m: [] for m in modes}
     # Rounds alternate the order (A B C, C B A, ...) so a load change on a shared machine
     # weighs on every mode alike; a mode's figure is its median round.
     schedule = [m for r in range(args.rounds) for m in (modes if r % 2 == 0 else modes[::-1])]
-    for w, k in schedule:
+    for w, k, mb in schedule:
         n = max(args.cells, k, w)
         cmd = [sys.executable, __file__, "--preset", args.preset, "--epochs", str(args.epochs), "--threads",
                str(args.threads), "--device", args.device, "--one-workers", str(w), "--one-stack", str(k),
-               "--one-cells", str(n), *[a for s in args.set for a in ("--set", s)]]
+               "--one-cells", str(n), "--one-ballast-mb", str(mb), *[a for s in args.set for a in ("--set", s)]]
         out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
         line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
         if out.returncode != 0 or not line:
             raise SystemExit(f"mode workers={w} stack={k} failed:\n{out.stderr[-3000:]}")
         res = json.loads(line[0][7:])
-        runs[(w, k)].append(res)
-        print(f"workers={w:<2} stack={k:<3} cells={res['cells']:<3} {res['seconds']:8.1f} s  "
+        runs[(w, k, mb)].append(res)
+        print(f"workers={w:<2} stack={k:<3} {f'ballast={mb} MB ' if mb else ''}cells={res['cells']:<3} {res['seconds']:8.1f} s  "
               f"{res['cells_per_hour']:8.1f} cells/h  peak {res['peak_mb_per_job']:.0f} MB/job "
               f"(process before training {res['driver_rss_before_mb']:.0f} MB)  stacked rows {res['stacked_rows']}/{res['rows']}  "
               f"load {res['loadavg_1min_before_after']}", flush=True)
@@ -128,11 +137,13 @@ def main() -> None:
         for key in ("seconds", "loadavg_1min_before_after"):
             med.pop(key)
         results.append(med)
-    base = next((r for r in results if r["workers"] == 1 and r["stack"] == 1), None)
+    base = next((r for r in results if r["workers"] == 1 and r["stack"] == 1 and not r["ballast_mb"]), None)
     if base is not None:
         for r in results:
             r["ratio_to_1x1"] = round(r["cells_per_hour"] / base["cells_per_hour"], 2)
-        print("ratios to 1 worker, K = 1: " + ", ".join(f"W{r['workers']}/K{r['stack']} {r['ratio_to_1x1']}x" for r in results))
+        print("ratios to 1 worker, K = 1: " + ", ".join(
+            f"W{r['workers']}/K{r['stack']}{'+' + str(r['ballast_mb']) + 'MB' if r['ballast_mb'] else ''} {r['ratio_to_1x1']}x"
+            for r in results))
     meta = {"preset": args.preset, "epochs": args.epochs, "rounds": args.rounds, "device": args.device, "threads": args.threads,
             "cpus": os.cpu_count(), "set": args.set, "note": "epochs cut for the measurement; cells differ only in seed"}
     if args.out:

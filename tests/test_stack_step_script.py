@@ -23,3 +23,5 @@ def test_stack_step_quick_writes_its_figures(tmp_path):
     assert all(v > 0 for v in res["s_per_member_step"].values())
     assert res["lone_over_stack"]["lone"] == 1.0
     assert res["meta"]["members"] == 4 and "s/member-step" in run.stdout
+    assert set(res["ops_lone_over_vmap"]) == {"linear", "dropout", "attention"}
+    assert all(v > 0 for v in res["ops_lone_over_vmap"].values()) and "ops alone" in run.stdout

@@ -11,8 +11,8 @@ from conftest import load_benchmark
 def test_one_stacked_mode_reports_its_figures():
     mod = load_benchmark("throughput.py")
     args = argparse.Namespace(preset="quick", epochs=1, threads=1, device="cpu", set=["data.synthetic.num_dialogues=12"],
-                              one_workers=1, one_stack=2, one_cells=2)
+                              one_workers=1, one_stack=2, one_cells=2, one_ballast_mb=64)
     res = mod.run_mode(args)
     assert res["cells"] == 2 and res["stack"] == 2 and res["cells_per_hour"] > 0
     assert res["stacked_rows"] == res["rows"] > 0  # both cells trained as one stack
-    assert res["peak_mb_per_job"] >= res["driver_rss_before_mb"] > 0
+    assert res["peak_mb_per_job"] >= res["driver_rss_before_mb"] > 64 == res["ballast_mb"]  # the ballast is resident

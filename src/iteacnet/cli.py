@@ -591,7 +591,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="train up to K cells that differ only in seed as one stacked run (local executor)")
     sp.add_argument("--stack-group", type=int, default=None, metavar="G",
                     help="at most G stack members per vmapped call: bounds a stack's activation memory "
-                         "(default: 4 on a CPU, the whole stack on a GPU)")
+                         "(default: the whole stack on a GPU; 1 on a CPU, where a member alone runs without vmap)")
     sp.add_argument("--executor", default="local", help="local | ray")
     sp.add_argument("--address", default=None, help="ray: cluster address (default: start a local Ray)")
     sp.add_argument("--seeds", help="override the grid's seeds, e.g. 0,1,2")

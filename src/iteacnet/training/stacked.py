@@ -3,7 +3,8 @@
 One optimizer step advances all K runs ("members"): their parameters are stacked along a
 new leading axis (`torch.func.stack_module_state`) and one `torch.func.vmap` of the
 method's training loss (`functional_call`) computes the K losses in one set of kernels, so
-a small model fills more of a GPU than one run per process can (issue 13).
+a small model fills more of a GPU than one run per process can (issue 13). A member alone in
+its call (a CPU's default, `CPU_GROUP`) runs the lone kernels, without vmap.
 
 Each member is the run `fit` would train alone: the same seeded initialisation
 (`init_method`), data order, training rates and masks (its own `batch_generator`, drawn in
