@@ -168,7 +168,8 @@ def length_buckets(lengths: Sequence[int], slack: float = 1.25, most: int | None
 
 # Members per call on a CPU: one, which is no vmap at all (`Stack._alone`). A CPU step is
 # bound by arithmetic, not by kernel launches, so a wider call shares nothing, while vmap's
-# batching rules cost 10-30% per op against the lone kernels and its (K, ...) activations
+# batching rules cost up to ~20% on linear and dropout and twice the time on fused attention
+# (no CPU batching rule: a loop) against the lone kernels, and its (K, ...) activations
 # outgrow the allocator's reuse (benchmarks/README.md: 4 per call at 0.88-1.00x of lone steps,
 # 16 per call at 0.6-0.83x). The stack still shares one process, one optimizer step over the
 # stacked weights and one validation loop. A GPU takes the whole stack in one call.
@@ -315,8 +316,8 @@ class Stack:
     def _alone(self, k: int, batch: Batch, mask: torch.Tensor, device: str,
                backward: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Member k's loss as `fit` computes it (no vmap, no `dense_layout`): (1,) and (1,)
-        terms. vmap's batching rules cost a CPU 15-30% per op against the lone kernels (fused
-        bias, dropout, attention; benchmarks/README.md), which a one-member call need not pay."""
+        terms. vmap's batching rules cost a CPU time against the lone kernels (fused bias, dropout,
+        attention; `stack_step.py`'s ops, benchmarks/README.md), which a one-member call need not pay."""
         w = {n: p[k] for n, p in self._weights.items()}
         if backward:
             w = {n: v.detach().requires_grad_() for n, v in w.items()}
