@@ -30,13 +30,25 @@ from pathlib import Path
 import torch
 
 
-def op_ratios(K: int, B: int, T: int, D: int, H: int, repeats: int) -> dict[str, float]:
+def seconds(f: Callable[[], None], n: int, device: str) -> float:
+    """Wall seconds of n calls of f, the device's queue drained before and after."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(n):
+        f()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - t
+
+
+def op_ratios(K: int, B: int, T: int, D: int, H: int, repeats: int, device: str) -> dict[str, float]:
     """Per op: seconds of K lone calls / seconds of one vmapped call over K (< 1: vmap slower)."""
     import torch.nn.functional as F
     from torch.func import vmap
 
     def leaf(*shape: int) -> torch.Tensor:
-        return torch.randn(*shape, requires_grad=True)
+        return torch.randn(*shape, device=device, requires_grad=True)
 
     ops: dict[str, tuple[Callable[..., torch.Tensor], list[tuple[int, ...]]]] = {
         "linear": (F.linear, [(B, T, D), (4 * D, D), (4 * D,)]),
@@ -56,14 +68,8 @@ def op_ratios(K: int, B: int, T: int, D: int, H: int, repeats: int) -> dict[str,
         def stacked(f: Callable[..., torch.Tensor] = batched, a: list[torch.Tensor] = stacked_args) -> None:
             f(*a).sum().backward()
 
-        secs = {}
-        for path, f in (("lone", lone), ("vmap", stacked)):
-            f()  # first touch
-            t = time.perf_counter()
-            for _ in range(repeats):
-                f()
-            secs[path] = time.perf_counter() - t
-        out[name] = secs["lone"] / secs["vmap"]
+        lone(), stacked()  # first touch
+        out[name] = seconds(lone, repeats, device) / seconds(stacked, repeats, device)
     return out
 
 
@@ -115,14 +121,7 @@ def main() -> None:
         return step
 
     def timed(f: Callable[[], None], n: int) -> float:
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        for _ in range(n):
-            f()
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        return (time.perf_counter() - t) / n / K
+        return seconds(f, n, args.device) / n / K
 
     paths = {"lone": lone, **{f"stack {g}": stacked(g) for g in (int(x) for x in args.groups.split(",")) if g <= K}}
     first = {name: round(timed(f, 1) * K, 3) for name, f in paths.items()}  # seconds of the whole first call
@@ -140,7 +139,7 @@ def main() -> None:
     D, H = (16, 2) if args.quick else (128, 8)
     with warnings.catch_warnings():  # vmap's note that fused attention has no batching rule: measured here
         warnings.simplefilter("ignore", UserWarning)
-        ops = op_ratios(K, B, T, D, H, 2 if args.quick else 10)
+        ops = op_ratios(K, B, T, D, H, 2 if args.quick else 10, args.device)
     print(f"ops alone, {K} lone calls / one vmapped call (forward + backward): "
           + ", ".join(f"{n} {r:.2f}x" for n, r in ops.items()))
     if args.out:

@@ -318,10 +318,9 @@ class Stack:
         """Member k's loss as `fit` computes it (no vmap, no `dense_layout`): (1,) and (1,)
         terms. vmap's batching rules cost a CPU time against the lone kernels (fused bias, dropout,
         attention; `stack_step.py`'s ops, benchmarks/README.md), which a one-member call need not pay."""
-        w = {n: p[k] for n, p in self._weights.items()}
+        w, c = self._member(k)
         if backward:
             w = {n: v.detach().requires_grad_() for n, v in w.items()}
-        c = {n: b[k] for n, b in self._consts.items()}
         total, parts = torch.func.functional_call(self.step, (w, c), (batch.to(device), mask.to(device)))
         if backward:
             self._copy_grads([k], w, total)
@@ -346,6 +345,10 @@ class Stack:
                 p.grad = torch.zeros_like(p)
             p.grad.index_copy_(0, idx, g.reshape(len(group), *p.shape[1:]))  # `_alone`: no K axis
 
+    def _member(self, k: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Member k's weights and buffers: views of its rows, no K axis."""
+        return {n: p[k] for n, p in self._weights.items()}, {n: b[k] for n, b in self._consts.items()}
+
     def _slice(self, group: list[int]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """The weights of members `group`, (len(group), ...)."""
         if group == list(range(self.K)):
@@ -369,9 +372,7 @@ class Stack:
             outs = []
             for s in range(0, len(members), size):
                 if size == 1:  # as `_alone`: the lone kernels
-                    k = members[s]
-                    w = {n: p[k] for n, p in self._weights.items()}
-                    outs.append(member_out(w, {n: b[k] for n, b in self._consts.items()})[None])
+                    outs.append(member_out(*self._member(members[s]))[None])
                     continue
                 with dense_layout():
                     outs.append(torch.func.vmap(member_out, randomness="error")(*self._slice(members[s : s + size])))
