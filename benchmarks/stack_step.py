@@ -3,8 +3,10 @@
 Where `throughput.py` measures whole grid cells, this isolates the step: K members of the
 `paper-mosi` ITS cell (CMU-MOSI, its recipe), each on one of the preset's two training batches
 (the 32 longest and the 20 shortest videos, as members meet them in an epoch: half on each),
-under its own training mask. `lone` runs `step_loss` + backward member after member (what
-`fit` does); `stack G` runs `Stack.losses(..., backward=True)` with at most G members per
+under its own training mask. A step is the loss, its backward and the optimizer's step (Adam,
+the preset's). `lone` steps member after member, each with its own optimizer (K lone runs
+interleaved step by step); `one member` runs member 0 on the same K batches (K steps of
+one run, as `fit` runs them: its weights stay in cache); `stack G` runs `Stack.losses(..., backward=True)` with at most G members per
 vmapped call. The first call of each is timed apart (`first`: a process touching its
 activation memory for the first time), then `--repeats` calls in ABBA order over rounds;
 reported: seconds per member-step (median over rounds) and lone / stack (> 1: the stack is
@@ -26,6 +28,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -103,27 +106,38 @@ def main() -> None:
     batches = [kinds[k % len(kinds)] for k in range(K)]
     masks = [engine.training_mask(b, cfg.train, gen) for b in batches]
 
+    opts = [engine.make_optimizer(m, cfg.train) for m in members]
+
+    def lone_step(k: int, b: Any, mask: torch.Tensor) -> None:
+        members[k].train()
+        opts[k].zero_grad(set_to_none=True)
+        bd, md = b.to(args.device), mask.to(args.device)
+        engine.step_loss(members[k], bd, md, engine.whole_batch_totals(b, mask)).total.backward()
+        opts[k].step()
+
     def lone() -> None:
-        for m, b, mask in zip(members, batches, masks):
-            m.train()
-            m.zero_grad(set_to_none=True)
-            bd, md = b.to(args.device), mask.to(args.device)
-            engine.step_loss(m, bd, md, engine.whole_batch_totals(b, mask)).total.backward()
+        for k, (b, mask) in enumerate(zip(batches, masks)):
+            lone_step(k, b, mask)
+
+    def warm() -> None:  # member 0 on every member's batch: its weights stay in cache, as in `fit`
+        for b, mask in zip(batches, masks):
+            lone_step(0, b, mask)
 
     def stacked(group: int) -> Callable[[], None]:
         stack = Stack(members, group)
         stack.train()
+        opt = stack.optimizer(cfg.train)
 
         def step() -> None:
-            for w in stack.params.values():
-                w.grad = None
+            opt.zero_grad(set_to_none=True)
             stack.losses(batches, masks, args.device, backward=True)
+            opt.step()
         return step
 
     def timed(f: Callable[[], None], n: int) -> float:
         return seconds(f, n, args.device) / n / K
 
-    paths = {"lone": lone, **{f"stack {g}": stacked(g) for g in (int(x) for x in args.groups.split(",")) if g <= K}}
+    paths = {"lone": lone, "one member": warm, **{f"stack {g}": stacked(g) for g in (int(x) for x in args.groups.split(",")) if g <= K}}
     first = {name: round(timed(f, 1) * K, 3) for name, f in paths.items()}  # seconds of the whole first call
     rounds: dict[str, list[float]] = {name: [] for name in paths}
     for r in range(args.rounds):
@@ -132,9 +146,9 @@ def main() -> None:
     per = {name: statistics.median(v) for name, v in rounds.items()}
     shapes = [tuple(b.valid.shape) for b in kinds]
     print(f"{args.preset}: K = {K} members on batches {shapes} (B, T), {args.device}, {args.threads} thread(s)")
-    print(f"{'path':<10} {'first call s':>12} {'s/member-step':>14} {'lone/stack':>10}")
+    print(f"{'path':<12} {'first call s':>12} {'s/member-step':>14} {'lone/stack':>10}")
     for name in paths:
-        print(f"{name:<10} {first[name]:>12.2f} {per[name]:>14.3f} {per['lone'] / per[name]:>9.2f}x")
+        print(f"{name:<12} {first[name]:>12.2f} {per[name]:>14.3f} {per['lone'] / per[name]:>9.2f}x")
     B, T = shapes[0]
     D, H = (16, 2) if args.quick else (128, 8)
     with warnings.catch_warnings():  # vmap's note that fused attention has no batching rule: measured here

@@ -10,10 +10,12 @@ and test scoring. Reported per mode: cells/hour, the ratio to 1 worker x K = 1 o
 invocation, and peak memory: the `peak_mb` the grid records per job (CPU: the worker
 process's peak resident set, which includes Python, torch and the corpus, given with the
 process's resident set before any training; CUDA: `torch.cuda.max_memory_allocated` of the
-job). With `--rounds R` the modes run R times in alternating order and each reports its
+job), and test WAF: each seed's mean over the rates, then mean ± std over the seeds. With `--rounds R` the modes run R times in alternating order and each reports its
 median round (a shared machine's load changes by the minute). `--ballast-mb M` adds a mode:
 1 worker, K = 1, with M MB of memory filled before training and never touched again (a
 stack holds its members' optimizer states at once: is it the footprint that costs?).
+`--group G` sets a stack's members per vmapped call (`--stack-group`; default the device's:
+the whole stack on a GPU, 1 on a CPU, which trains the members one after another).
 
     python benchmarks/throughput.py --rounds 2 --out throughput.json          # CPU, ~15 min
     python benchmarks/throughput.py --device cuda --workers 1,4 --stacks 1,4,16 --epochs 2
@@ -62,8 +64,10 @@ def run_mode(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         rows = run_grid(cells, ResultStore(Path(tmp) / "cells.jsonl"), workers=args.one_workers,
-                        progress=False, stack=args.one_stack, threads_per_worker=args.threads)
+                        progress=False, stack=args.one_stack, stack_group=args.group, threads_per_worker=args.threads)
         seconds = time.perf_counter() - t0
+    seeds = sorted({r["seed"] for r in rows})
+    by_seed = [statistics.mean(r["waf"] for r in rows if r["seed"] == s) for s in seeds]  # a run's mean over rates
     return {
         "workers": args.one_workers, "stack": args.one_stack, "ballast_mb": args.one_ballast_mb,
         "cells": len(cells), "seconds": round(seconds, 2),
@@ -71,7 +75,8 @@ def run_mode(args: argparse.Namespace) -> dict[str, Any]:
         "peak_mb_per_job": max(r["peak_mb"] for r in rows),
         "driver_rss_before_mb": round(rss0, 1),
         "stacked_rows": sum(1 for r in rows if r.get("stacked")), "rows": len(rows),
-        "mean_waf": round(sum(r["waf"] for r in rows) / len(rows), 3),
+        "mean_waf": round(statistics.mean(by_seed), 3),
+        "std_waf_over_seeds": round(statistics.stdev(by_seed), 3) if len(by_seed) > 1 else None,
         "loadavg_1min_before_after": [round(load0, 2), round(os.getloadavg()[0], 2)],
     }
 
@@ -87,6 +92,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads per worker (1: on a shared machine, OpenMP threads waiting for a busy core slow an epoch many times)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--group", type=int, default=None,
+                   help="stack members per vmapped call, as --stack-group (default: the device's; 1 on a CPU: one after another)")
     p.add_argument("--set", action="append", default=[], help="extra config override, KEY=VALUE")
     p.add_argument("--ballast-mb", type=int, default=0,
                    help="also run 1 worker, K = 1 holding this many MB of idle, resident memory")
@@ -114,7 +121,7 @@ def main() -> None:
         n = max(args.cells, k, w)
         cmd = [sys.executable, __file__, "--preset", args.preset, "--epochs", str(args.epochs), "--threads",
                str(args.threads), "--device", args.device, "--one-workers", str(w), "--one-stack", str(k),
-               "--one-cells", str(n), "--one-ballast-mb", str(mb), *[a for s in args.set for a in ("--set", s)]]
+               "--one-cells", str(n), *(["--group", str(args.group)] if args.group else []), "--one-ballast-mb", str(mb), *[a for s in args.set for a in ("--set", s)]]
         out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
         line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
         if out.returncode != 0 or not line:
@@ -124,7 +131,7 @@ def main() -> None:
         print(f"workers={w:<2} stack={k:<3} {f'ballast={mb} MB ' if mb else ''}cells={res['cells']:<3} {res['seconds']:8.1f} s  "
               f"{res['cells_per_hour']:8.1f} cells/h  peak {res['peak_mb_per_job']:.0f} MB/job "
               f"(process before training {res['driver_rss_before_mb']:.0f} MB)  stacked rows {res['stacked_rows']}/{res['rows']}  "
-              f"load {res['loadavg_1min_before_after']}", flush=True)
+              f"load {res['loadavg_1min_before_after']}  WAF {res['mean_waf']} ± {res['std_waf_over_seeds']} (seeds)", flush=True)
     results = []
     for m in modes:
         rs = runs[m]
@@ -144,7 +151,7 @@ def main() -> None:
         print("ratios to 1 worker, K = 1: " + ", ".join(
             f"W{r['workers']}/K{r['stack']}{'+' + str(r['ballast_mb']) + 'MB' if r['ballast_mb'] else ''} {r['ratio_to_1x1']}x"
             for r in results))
-    meta = {"preset": args.preset, "epochs": args.epochs, "rounds": args.rounds, "device": args.device, "threads": args.threads,
+    meta = {"preset": args.preset, "epochs": args.epochs, "group": args.group, "rounds": args.rounds, "device": args.device, "threads": args.threads,
             "cpus": os.cpu_count(), "set": args.set, "note": "epochs cut for the measurement; cells differ only in seed"}
     if args.out:
         Path(args.out).write_text(json.dumps({"meta": meta, "modes": results}, indent=2) + "\n")

@@ -19,7 +19,7 @@ def test_stack_step_quick_writes_its_figures(tmp_path):
                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     res = json.loads(out.read_text())
-    assert set(res["s_per_member_step"]) == {"lone", "stack 1", "stack 4"}
+    assert set(res["s_per_member_step"]) == {"lone", "one member", "stack 1", "stack 4"}
     assert all(v > 0 for v in res["s_per_member_step"].values())
     assert res["lone_over_stack"]["lone"] == 1.0
     assert res["meta"]["members"] == 4 and "s/member-step" in run.stdout

@@ -11,8 +11,9 @@ from conftest import load_benchmark
 def test_one_stacked_mode_reports_its_figures():
     mod = load_benchmark("throughput.py")
     args = argparse.Namespace(preset="quick", epochs=1, threads=1, device="cpu", set=["data.synthetic.num_dialogues=12"],
-                              one_workers=1, one_stack=2, one_cells=2, one_ballast_mb=64)
+                              one_workers=1, one_stack=2, one_cells=2, one_ballast_mb=64, group=2)
     res = mod.run_mode(args)
     assert res["cells"] == 2 and res["stack"] == 2 and res["cells_per_hour"] > 0
-    assert res["stacked_rows"] == res["rows"] > 0  # both cells trained as one stack
+    assert res["stacked_rows"] == res["rows"] > 0  # both cells trained as one stack (vmapped: G = 2)
+    assert res["std_waf_over_seeds"] is not None and res["std_waf_over_seeds"] >= 0  # over the two seeds
     assert res["peak_mb_per_job"] >= res["driver_rss_before_mb"] > 64 == res["ballast_mb"]  # the ballast is resident

@@ -328,6 +328,9 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
                                                                                    "stack_group": args.stack_group}
     if args.executor == "ray" and args.stack > 1:
         raise SystemExit("iteacnet benchmark: --stack works with the local executor")
+    if args.stack > 1 and args.stack_group in (None, 1) and cfg.train.device == "cpu":
+        print("note: on a CPU a stack's members train one after another, each as alone (a stacked step "
+              "does not pay there: benchmarks/README.md); --stack-group G > 1 vmaps G members a call", file=sys.stderr)
     if args.executor == "local":  # the process's threads, shared among the workers
         kw["threads_per_worker"] = max(1, args.threads // max(1, args.workers))
     with ResultStore(out / "cells.jsonl") as store:
@@ -591,7 +594,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="train up to K cells that differ only in seed as one stacked run (local executor)")
     sp.add_argument("--stack-group", type=int, default=None, metavar="G",
                     help="at most G stack members per vmapped call: bounds a stack's activation memory "
-                         "(default: the whole stack on a GPU; 1 on a CPU, where a member alone runs without vmap)")
+                         "(default: the whole stack on a GPU; 1 on a CPU, where the members train one after another, "
+                         "each exactly as alone: a stacked step does not pay on a CPU)")
     sp.add_argument("--executor", default="local", help="local | ray")
     sp.add_argument("--address", default=None, help="ray: cluster address (default: start a local Ray)")
     sp.add_argument("--seeds", help="override the grid's seeds, e.g. 0,1,2")

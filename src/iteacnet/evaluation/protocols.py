@@ -142,8 +142,9 @@ def train_and_score_stacked(
 ) -> list[list[dict[str, Any]]]:
     """`train_and_score` for runs that differ only in seed, trained as one stack
     (training.stacked, at most `group` members per vmapped call; default: `default_group`);
-    each run gets its own rows, labelled with its own `columns`. Runs
-    that cannot share a stack train one after another, with a note on stderr saying why."""
+    each run gets its own rows, labelled with its own `columns`. With a group of 1 (a CPU's
+    default) the runs train one after another, each exactly as alone (see ONE_BY_ONE in
+    training/stacked.py); runs that cannot share a stack do too, with a note on stderr saying why."""
     from iteacnet.training.stacked import (
         Stack,
         StackError,
@@ -155,10 +156,12 @@ def train_and_score_stacked(
 
     dirs = out_dirs if out_dirs is not None else [None] * len(cfgs)
     cols = columns if columns is not None else [{}] * len(cfgs)
+    group = group or default_group(cfgs[0].train.device, len(cfgs))
+    if group == 1:  # one member a call: nothing to share, so one member after another (ONE_BY_ONE)
+        return [train_and_score(c, data, d, label, col)[0] for c, d, col in zip(cfgs, dirs, cols)]
     why = stack_blocker(cfgs[0]) if len(cfgs) > 1 else "a single run"
     if why is None:
         try:
-            group = group or default_group(cfgs[0].train.device, len(cfgs))
             results = fit_stacked(cfgs, data, dirs, group=group)
             # The members' best weights, stacked again to predict the test split together.
             best = Stack([r.method for r in results], group)

@@ -123,6 +123,14 @@ def training_mask(batch: Batch, train: TrainConfig, generator: torch.Generator, 
     return sample_mask(batch.valid, batch.available.shape[-1], rate, generator, batch.available)
 
 
+def stage1_epochs(cfg: ExperimentConfig, method: nn.Module) -> int:
+    """Epochs of a method's stage 1 (`pretrain_loss`: MMIN's encoders) before its training
+    loss; inside the epoch budget, at most half of it. Shared with training.stacked."""
+    if not hasattr(method, "pretrain_loss"):
+        return 0
+    return min(int(cfg.model.baseline_kwargs().get("pretrain_epochs", 0)), cfg.train.epochs // 2)
+
+
 def step_loss(method: nn.Module, batch: Batch, mask: torch.Tensor, totals: BatchTotals, pretrain: bool = False) -> LossOutput:
     """The LossOutput of one training step: the method's loss on the complete and the masked
     batch (or its stage-1 objective). Shared with training.stacked, which calls it under vmap."""
@@ -437,8 +445,7 @@ def fit(
         if rank > 0:  # same initial weights on every rank, but each its own dropout draws
             torch.manual_seed(stable_seed("dropout", train.seed, rank, start))
     t0 = time.perf_counter()
-    # A method's stage 1 (MMIN) runs inside the epoch budget, at most half of it.
-    pretrain_epochs = min(int(cfg.model.baseline_kwargs().get("pretrain_epochs", 0)), train.epochs // 2)
+    pretrain_epochs = stage1_epochs(cfg, method)
     bar = tqdm(range(start, train.epochs), desc=cfg.name, disable=not train.progress or rank > 0,
                dynamic_ncols=True, initial=start, total=train.epochs)
     done_here = 0
@@ -446,7 +453,7 @@ def fit(
         if stopped_early(history, best_epoch, train):
             break
         set_epoch_lr(opt, train, epoch)
-        stage1 = epoch < pretrain_epochs and hasattr(method, "pretrain_loss")
+        stage1 = epoch < pretrain_epochs
         parts = train_one_epoch(method, opt, data, train, generator, parallel, pretrain=stage1)
         row: dict[str, float] = {"epoch": epoch, **parts}
         # Selection (and early stopping) among the final model's epochs only: a stage-1 model

@@ -4,7 +4,8 @@ One optimizer step advances all K runs ("members"): their parameters are stacked
 new leading axis (`torch.func.stack_module_state`) and one `torch.func.vmap` of the
 method's training loss (`functional_call`) computes the K losses in one set of kernels, so
 a small model fills more of a GPU than one run per process can (issue 13). A member alone in
-its call (a CPU's default, `CPU_GROUP`) runs the lone kernels, without vmap.
+its call runs the lone kernels, without vmap; on a CPU (`CPU_GROUP`) the grid's stacks train
+their members one after another instead, each as alone: there a stack has nothing to win.
 
 Each member is the run `fit` would train alone: the same seeded initialisation
 (`init_method`), data order, training rates and masks (its own `batch_generator`, drawn in
@@ -36,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from iteacnet.config import ExperimentConfig
+from iteacnet.config import ExperimentConfig, TrainConfig
 from iteacnet.data.batching import Batch
 from iteacnet.masking import stable_seed
 from iteacnet.models.base import ModelInput, dense_layout
@@ -54,6 +55,7 @@ from iteacnet.training.engine import (
     selection_score,
     set_epoch_lr,
     split_metrics,
+    stage1_epochs,
     step_loss,
     stopped_early,
     training_batches,
@@ -63,10 +65,9 @@ from iteacnet.training.engine import (
 
 # Methods whose training step vmaps: no data-dependent shapes or control flow, no state
 # changed inside the step. The others, and why, in `stack_blocker`.
-STACKABLE = frozenset({"iteacnet", "ae", "cra"})
+STACKABLE = frozenset({"iteacnet", "ae", "cra", "mmin"})
 NOT_STACKABLE = {
     "gcnet": "its GRUs pack each conversation to its own length (pack_padded_sequence: data-dependent shapes)",
-    "mmin": "its stage schedule (encoder pretraining, then a teacher snapshot) changes the step between epochs",
     "cpmnet": "its loss couples a batch's utterances through class centroids updated inside the step",
 }
 
@@ -99,9 +100,10 @@ class _Step(nn.Module):
     def __init__(self, method: nn.Module) -> None:
         super().__init__()
         self.method = method
+        self.pretrain = False  # a method's stage 1 (`step_loss`'s pretrain): set per step by `Stack.losses`
 
     def forward(self, batch: Batch, mask: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
-        out = step_loss(self.method, batch, mask, whole_batch_totals(batch, mask))
+        out = step_loss(self.method, batch, mask, whole_batch_totals(batch, mask), self.pretrain)
         return out.total, out.parts
 
 
@@ -166,13 +168,15 @@ def length_buckets(lengths: Sequence[int], slack: float = 1.25, most: int | None
     return groups
 
 
-# Members per call on a CPU: one, which is no vmap at all (`Stack._alone`). A CPU step is
-# bound by arithmetic, not by kernel launches, so a wider call shares nothing, while vmap's
-# batching rules cost up to ~20% on linear and dropout and twice the time on fused attention
-# (no CPU batching rule: a loop) against the lone kernels, and its (K, ...) activations
-# outgrow the allocator's reuse (benchmarks/README.md: 4 per call at 0.88-1.00x of lone steps,
-# 16 per call at 0.6-0.83x). The stack still shares one process, one optimizer step over the
-# stacked weights and one validation loop. A GPU takes the whole stack in one call.
+# Members per call on a CPU: one, and a stack of one-member calls trains its members one
+# after another, each exactly as `fit` alone (ONE_BY_ONE: `train_and_score_stacked`). A CPU
+# step is bound by arithmetic, not by kernel launches, so a wider call shares nothing, while
+# vmap's batching rules cost up to ~20% on linear and dropout and twice the time on fused
+# attention (no CPU batching rule: a loop), and its (K, ...) activations outgrow the
+# allocator's reuse (4 per call at 0.88-1.00x of lone steps, 16 at 0.6-0.83x). Members
+# interleaved step by step without vmap (`Stack._alone`) still lose 2-6%: each step finds the
+# member's weights and optimizer state (65 MB at MOSI's 4.1 M parameters) evicted by the
+# others' (benchmarks/README.md). A GPU takes the whole stack in one call.
 CPU_GROUP = 1
 
 
@@ -251,12 +255,17 @@ class Stack:
     def train(self, mode: bool = True) -> None:
         self.step.train(mode)
 
+    def optimizer(self, train: TrainConfig) -> torch.optim.Optimizer:
+        """`make_optimizer` over the stacked weights: one step advances every member."""
+        return make_optimizer(_StackedGroups(self.step.method, self.params), train)  # type: ignore[arg-type]
+
     def losses(
         self, batches: Sequence[Batch], masks: Sequence[torch.Tensor], device: str, slack: float = 1.25,
-        backward: bool = False,
+        backward: bool = False, pretrain: bool = False,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(K,) training losses of the members on their own batches under their own masks
-        (CPU batches, as drawn), and (K,) named terms; differentiable in `params`. With
+        (CPU batches, as drawn), and (K,) named terms (`pretrain`: of the method's stage 1,
+        `step_loss`'s); differentiable in `params`. With
         `backward`, each group's gradients are accumulated into `params` at once (its
         activations freed before the next group runs) and the losses come back detached.
 
@@ -265,6 +274,7 @@ class Stack:
         pad to the longest of all K would multiply the work of short batches. A call takes at
         most `group` members (`default_group`). A step that runs out of device memory is run
         again from the start with half as many members per call, and the stack keeps that."""
+        self.step.pretrain = pretrain
         while True:
             try:
                 return self._losses(batches, masks, device, slack, backward)
@@ -330,6 +340,19 @@ class Stack:
 
     def load_member(self, module: nn.Module, k: int) -> None:
         load_member(module, self.params, self.buffers, k)
+
+    @torch.no_grad()
+    def each_member(self, fn: Callable[[nn.Module], Any], modules: Sequence[nn.Module]) -> None:
+        """`fn` on each member as a lone module (modules[k] given member k's weights), its
+        weights and buffers written back to member k's rows: a method's hook between steps
+        (MMIN's `end_pretraining`), which no vmap need see."""
+        for k, module in enumerate(modules):
+            self.load_member(module, k)
+            fn(module)
+            for n, p in module.named_parameters():
+                self.params[n][k].copy_(p)
+            for n, b in module.named_buffers():
+                self.buffers[n][k].copy_(b)
 
     def _copy_grads(self, group: list[int], w: dict[str, torch.Tensor], loss: torch.Tensor) -> None:
         """Members `group`'s gradients of `loss` (in `w`, their gathered weights) written into
@@ -430,8 +453,7 @@ def fit_stacked(
         raise ValueError(f"{K} runs but {len(dirs)} output folders")
     cfg, train = cfgs[0], cfgs[0].train
     members = [init_method(c, data.spec) for c in cfgs]
-    if hasattr(members[0], "pretrain_loss") or hasattr(members[0], "end_pretraining"):
-        raise StackError(f"{cfg.model.method} has a pretraining stage, which is not stackable")
+    stage1 = stage1_epochs(cfg, members[0])  # the same for every member: it is in the stack key
     gens = [batch_generator(c) for c in cfgs]
     alone = [make_optimizer(m, train) for m in members]  # each member's own, for its last/ state
     val_masks = eval_masks(data, "valid", selection_rates(cfg), cfg.eval.mask_seed)
@@ -465,7 +487,7 @@ def fit_stacked(
     params = stack.params
     shapes = [p.shape for group in members[0].param_groups(train.lr, train.router_lr)  # type: ignore[operator]
               for p in group["params"]]
-    opt = make_optimizer(_StackedGroups(members[0], params), train)  # type: ignore[arg-type]
+    opt = stack.optimizer(train)
     if start > 0:
         opt.load_state_dict(stacked_optimizer_state([o.state_dict() for o in alone], shapes))
     t0 = time.perf_counter()
@@ -485,6 +507,9 @@ def fit_stacked(
         if not any(active):
             break
         set_epoch_lr(opt, train, epoch)
+        pretrain = epoch < stage1  # as `fit`: stage-1 batches complete, unclipped, no selection
+        if not pretrain and epoch == max(start, stage1) and hasattr(members[0], "end_pretraining"):
+            stack.each_member(lambda m: m.end_pretraining(), members)  # type: ignore[operator]  # stage 2 starts (a no-op once done)
         stack.train()
         lists = [list(training_batches(data, train, g)) for g in gens]
         if len({len(x) for x in lists}) > 1:
@@ -492,18 +517,19 @@ def fit_stacked(
         sums: dict[str, torch.Tensor] = {}
         for j in range(len(lists[0])):
             batches = [x[j] for x in lists]
-            masks = [training_mask(b, train, g) for b, g in zip(batches, gens)]  # each member's own draws
+            masks = [training_mask(b, train, g, pretrain) for b, g in zip(batches, gens)]  # each member's own draws
             opt.zero_grad(set_to_none=True)
-            _, terms = stack.losses(batches, masks, train.device, backward=True)  # gradients into params
-            if train.grad_clip > 0:
+            _, terms = stack.losses(batches, masks, train.device, backward=True, pretrain=pretrain)  # gradients into params
+            if train.grad_clip > 0 and not pretrain:
                 clip_per_member(list(params.values()), train.grad_clip)
             opt.step()
             for name, v in terms.items():
                 sums[name] = sums.get(name, 0) + v.detach()
         n = max(len(lists[0]), 1)
-        means = {name: (v / n).cpu().tolist() for name, v in sums.items()}  # one sync per epoch
+        prefix = "pre_" if pretrain else ""
+        means = {prefix + name: (v / n).cpu().tolist() for name, v in sums.items()}  # one sync per epoch
         rows: list[dict[str, float]] = [{"epoch": epoch, **{name: vs[k] for name, vs in means.items()}} for k in range(K)]
-        evaluate = (epoch + 1) % train.eval_every == 0 or epoch + 1 == train.epochs
+        evaluate = not pretrain and ((epoch + 1) % train.eval_every == 0 or epoch + 1 == train.epochs)
         live = [k for k in range(K) if active[k]]
         scores = dict(zip(live, score_members(stack, live, data, "valid", val_masks, train.batch_size, train.device))) \
             if evaluate else {}

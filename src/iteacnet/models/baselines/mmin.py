@@ -56,6 +56,7 @@ from iteacnet.models.base import (
     ModelInput,
     ModelSpec,
     batch_totals,
+    is_dense,
     loss_parts,
 )
 from iteacnet.models.baselines.common import (
@@ -119,7 +120,8 @@ class MMIN(UtteranceBaseline):
         self.set_dropout(self.pretrain_dropout)
         u = utterances(full, self.spec)
         logits = self.pretrain_classifier(self.encoders(u.features))  # (N, C)
-        task = utterance_task_loss(logits, flatten_valid(labels, full.valid), self.spec, n)
+        rows = flatten_valid(full.valid, full.valid)  # (N,) all True, but under dense_layout
+        task = utterance_task_loss(logits, flatten_valid(labels, full.valid), self.spec, n, rows)
         return LossOutput(task, loss_parts(loss=task, task=task))
 
     @torch.no_grad()
@@ -135,7 +137,8 @@ class MMIN(UtteranceBaseline):
         self, full: ModelInput, masked: ModelInput, labels: torch.Tensor, totals: BatchTotals | None = None
     ) -> LossOutput:
         n = batch_totals(full, masked, totals).valid
-        self.end_pretraining()  # no-op after the first call
+        if not is_dense():  # a stack's members snapshot at the stage boundary, as the engine does
+            self.end_pretraining()  # no-op after the first call
         self.set_dropout(self.dropout)
         u = utterances(masked, self.spec)
         complete = utterances(full, self.spec)
@@ -147,10 +150,12 @@ class MMIN(UtteranceBaseline):
             hidden = {m: x * (~u.present[:, j : j + 1]).to(x.dtype)
                       for j, (m, x) in enumerate(complete.features.items())}
             target = self.teacher(hidden)  # (N, M·D)
-        task = utterance_task_loss(self.classifier(latent), flatten_valid(labels, masked.valid), self.spec, n)
-        # Means over (N, M·D) elements, N counted on the whole batch.
-        imagination = (imagined - target).pow(2).sum() / (n * imagined.shape[-1])
-        cycle = (back - emb.detach()).pow(2).sum() / (n * back.shape[-1])
+        rows = flatten_valid(masked.valid, masked.valid)  # (N,) all True, but under dense_layout
+        task = utterance_task_loss(self.classifier(latent), flatten_valid(labels, masked.valid), self.spec, n, rows)
+        # Means over (N, M·D) elements, N counted on the whole batch; padding weighs 0.
+        w = rows.to(emb.dtype)[:, None]  # (N, 1)
+        imagination = ((imagined - target).pow(2) * w).sum() / (n * imagined.shape[-1])
+        cycle = ((back - emb.detach()).pow(2) * w).sum() / (n * back.shape[-1])
         total = self.ce_weight * task + self.mse_weight * imagination + self.cycle_weight * cycle
         return LossOutput(total, loss_parts(loss=total, task=task, imagination=imagination, cycle=cycle))
 
