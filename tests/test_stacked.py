@@ -165,12 +165,13 @@ def test_a_stack_resumes_across_a_stage_boundary(data, tmp_path):
         assert bool(b.method.teacher_ready)
 
 
-def test_dropout_draws_have_the_lone_runs_distribution(data):
+@pytest.mark.parametrize("method,framework", [("iteacnet", "gcnet"), ("mmin", "its")])
+def test_dropout_draws_have_the_lone_runs_distribution(data, method, framework):
     """With dropout on a member cannot replay the lone run's draws (one global stream feeds
     the stack, `randomness="different"`). Checked instead: on one batch, the training loss of
     a stacked member over 100 dropout draws has the mean and spread of the lone run's loss
     over as many draws, and the members' draws are not shared (their losses differ)."""
-    cfg = _cfg(framework="gcnet", dropout=0.3)
+    cfg = _cfg(method, framework, dropout=0.3)
     method = init_method(cfg, data.spec)
     gen = batch_generator(cfg)
     batch = next(iter(iterate_batches(data.corpus, data.split.train, cfg.train.batch_size, gen)))

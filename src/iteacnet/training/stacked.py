@@ -173,10 +173,10 @@ def length_buckets(lengths: Sequence[int], slack: float = 1.25, most: int | None
 # step is bound by arithmetic, not by kernel launches, so a wider call shares nothing, while
 # vmap's batching rules cost up to ~20% on linear and dropout and twice the time on fused
 # attention (no CPU batching rule: a loop), and its (K, ...) activations outgrow the
-# allocator's reuse (4 per call at 0.88-1.00x of lone steps, 16 at 0.6-0.83x). Members
-# interleaved step by step without vmap (`Stack._alone`) still lose 2-6%: each step finds the
-# member's weights and optimizer state (65 MB at MOSI's 4.1 M parameters) evicted by the
-# others' (benchmarks/README.md). A GPU takes the whole stack in one call.
+# allocator's reuse (4 per call at 0.80-1.00x of lone steps, 16 at 0.6-0.83x). Members
+# interleaved step by step without vmap (`Stack._alone`) still lose 2-6% of whole cells, with
+# the step itself at parity; the cause is not pinned down (benchmarks/README.md). Run one
+# after another, they lose nothing. A GPU takes the whole stack in one call.
 CPU_GROUP = 1
 
 
