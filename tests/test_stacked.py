@@ -231,7 +231,9 @@ def test_grid_groups_only_cells_that_differ_in_their_seed(capsys):
     sizes = sorted(len(g) for g in groups if g[0].variant == "iteacnet")
     assert sizes == [1, 1, 1, 4, 4, 4]  # UME and two IME rates: 5 seeds = 4 + 1 each
     assert all(len(g) == 1 for g in stack_groups(cells, 1))
-    assert "train unstacked: gcnet is not stackable" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "train unstacked: gcnet is not stackable" in err
+    assert "note: mmin stacks, but" in err  # a stacked method's known difference is said
 
 
 def test_grid_with_stack_gives_the_unstacked_rows(tmp_path):
