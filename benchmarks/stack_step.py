@@ -6,8 +6,8 @@ Where `throughput.py` measures whole grid cells, this isolates the step: K membe
 under its own training mask. A step is the loss, its backward and the optimizer's step (Adam,
 the preset's). `lone` steps member after member, each with its own optimizer (K lone runs
 interleaved step by step); `one member` runs member 0 on the same K batches (K steps of
-one run, as `fit` runs them: its weights stay in cache); `stack G` runs `Stack.losses(..., backward=True)` with at most G members per
-vmapped call. The first call of each is timed apart (`first`: a process touching its
+one run, as `fit` runs them: its weights stay in cache); `stack G` runs
+`Stack.losses(..., backward=True)` with at most G members per vmapped call. The first call of each is timed apart (`first`: a process touching its
 activation memory for the first time), then `--repeats` calls in ABBA order over rounds;
 reported: seconds per member-step (median over rounds) and lone / stack (> 1: the stack is
 faster). Then three of the model's ops alone, forward and backward, K lone calls against
@@ -28,7 +28,6 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -79,6 +78,7 @@ def op_ratios(K: int, B: int, T: int, D: int, H: int, repeats: int, device: str)
 def main() -> None:
     from iteacnet.cli import load_config
     from iteacnet.config import replace
+    from iteacnet.data.batching import Batch
     from iteacnet.data.loading import load_corpus
     from iteacnet.training import engine
     from iteacnet.training.stacked import Stack
@@ -108,7 +108,7 @@ def main() -> None:
 
     opts = [engine.make_optimizer(m, cfg.train) for m in members]
 
-    def lone_step(k: int, b: Any, mask: torch.Tensor) -> None:
+    def lone_step(k: int, b: Batch, mask: torch.Tensor) -> None:
         members[k].train()
         opts[k].zero_grad(set_to_none=True)
         bd, md = b.to(args.device), mask.to(args.device)

@@ -10,8 +10,8 @@ and test scoring. Reported per mode: cells/hour, the ratio to 1 worker x K = 1 o
 invocation, and peak memory: the `peak_mb` the grid records per job (CPU: the worker
 process's peak resident set, which includes Python, torch and the corpus, given with the
 process's resident set before any training; CUDA: `torch.cuda.max_memory_allocated` of the
-job), and test WAF: each seed's mean over the rates, then mean ± std over the seeds. With `--rounds R` the modes run R times in alternating order and each reports its
-median round (a shared machine's load changes by the minute). `--ballast-mb M` adds a mode:
+job), and test WAF: each seed's mean over the rates, then mean ± std over the seeds. With
+`--rounds R` the modes run R times in alternating order and each reports its median round (a shared machine's load changes by the minute). `--ballast-mb M` adds a mode:
 1 worker, K = 1, with M MB of memory filled before training and never touched again (a
 stack holds its members' optimizer states at once: is it the footprint that costs?).
 `--group G` sets a stack's members per vmapped call (`--stack-group`; default the device's:

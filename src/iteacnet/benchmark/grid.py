@@ -204,7 +204,7 @@ def stack_groups(cells: list[Cell], stack: int) -> list[list[Cell]]:
         open_[-1].append(cell)
     for why, n in alone.items():
         print(f"note: {n} cell(s) train unstacked: {why}", file=sys.stderr)
-    stacked = {ExperimentConfig.from_dict(g[0].config).model.method for g in order if len(g) > 1}
+    stacked = {g[0].config["model"]["method"] for g in order if len(g) > 1}
     for method in sorted(stacked & set(STACK_CAVEATS)):
         print(f"note: {method} stacks, but {STACK_CAVEATS[method]}", file=sys.stderr)
     return order

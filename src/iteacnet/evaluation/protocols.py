@@ -157,10 +157,9 @@ def train_and_score_stacked(
     dirs = out_dirs if out_dirs is not None else [None] * len(cfgs)
     cols = columns if columns is not None else [{}] * len(cfgs)
     group = group or default_group(cfgs[0].train.device, len(cfgs))
-    if group == 1:  # one member a call: nothing to share, so one member after another (ONE_BY_ONE)
-        return [train_and_score(c, data, d, label, col)[0] for c, d, col in zip(cfgs, dirs, cols)]
+    one_by_one = group == 1  # one member a call: nothing to share, so one after another (ONE_BY_ONE)
     why = stack_blocker(cfgs[0]) if len(cfgs) > 1 else "a single run"
-    if why is None:
+    if why is None and not one_by_one:
         try:
             results = fit_stacked(cfgs, data, dirs, group=group)
             # The members' best weights, stacked again to predict the test split together.
@@ -172,7 +171,7 @@ def train_and_score_stacked(
                     for c, r, col, s in zip(cfgs, results, cols, scores)]
         except StackError as e:
             why = str(e)
-    if len(cfgs) > 1:
+    if len(cfgs) > 1 and not one_by_one:
         print(f"note: {len(cfgs)} runs of {cfgs[0].name} train separately: {why}", file=sys.stderr)
     return [train_and_score(c, data, d, label, col)[0] for c, d, col in zip(cfgs, dirs, cols)]
 

@@ -218,6 +218,15 @@ def load_member(module: nn.Module, params: dict[str, torch.Tensor], buffers: dic
         b.copy_(buffers[n][k])
 
 
+@torch.no_grad()
+def store_member(module: nn.Module, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], k: int) -> None:
+    """`load_member`'s inverse: a module's weights and buffers into member k's slice."""
+    for n, p in module.named_parameters():
+        params[n][k].copy_(p)
+    for n, b in module.named_buffers():
+        buffers[n][k].copy_(b)
+
+
 def _sliceable(key: str, v: Any, shape: torch.Size) -> bool:
     return key != "step" and torch.is_tensor(v) and v.shape == shape
 
@@ -349,7 +358,6 @@ class Stack:
     def load_member(self, module: nn.Module, k: int) -> None:
         load_member(module, self.params, self.buffers, k)
 
-    @torch.no_grad()
     def each_member(self, fn: Callable[[nn.Module], Any], modules: Sequence[nn.Module]) -> None:
         """`fn` on each member as a lone module (modules[k] given member k's weights), its
         weights and buffers written back to member k's rows: a method's hook between steps
@@ -357,10 +365,7 @@ class Stack:
         for k, module in enumerate(modules):
             self.load_member(module, k)
             fn(module)
-            for n, p in module.named_parameters():
-                self.params[n][k].copy_(p)
-            for n, b in module.named_buffers():
-                self.buffers[n][k].copy_(b)
+            store_member(module, self.params, self.buffers, k)
 
     def _copy_grads(self, group: list[int], w: dict[str, torch.Tensor], loss: torch.Tensor) -> None:
         """Members `group`'s gradients of `loss` (in `w`, their gathered weights) written into

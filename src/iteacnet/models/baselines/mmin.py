@@ -58,6 +58,7 @@ from iteacnet.models.base import (
     batch_totals,
     is_dense,
     loss_parts,
+    masked_mse,
 )
 from iteacnet.models.baselines.common import (
     MLP,
@@ -153,9 +154,8 @@ class MMIN(UtteranceBaseline):
         rows = flatten_valid(masked.valid, masked.valid)  # (N,) all True, but under dense_layout
         task = utterance_task_loss(self.classifier(latent), flatten_valid(labels, masked.valid), self.spec, n, rows)
         # Means over (N, M·D) elements, N counted on the whole batch; padding weighs 0.
-        w = rows.to(emb.dtype)[:, None]  # (N, 1)
-        imagination = ((imagined - target).pow(2) * w).sum() / (n * imagined.shape[-1])
-        cycle = ((back - emb.detach()).pow(2) * w).sum() / (n * back.shape[-1])
+        imagination = masked_mse(imagined, target, rows, n)
+        cycle = masked_mse(back, emb.detach(), rows, n)
         total = self.ce_weight * task + self.mse_weight * imagination + self.cycle_weight * cycle
         return LossOutput(total, loss_parts(loss=total, task=task, imagination=imagination, cycle=cycle))
 
