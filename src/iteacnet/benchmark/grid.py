@@ -181,7 +181,7 @@ def stack_groups(cells: list[Cell], stack: int) -> list[list[Cell]]:
     """Cells in groups of at most `stack` that can share a stacked training run
     (training.stacked): same variant, corpus, protocol and config but for the seed. A cell
     that cannot be stacked (see `stack_blocker`) is a group of its own. Order is kept."""
-    from iteacnet.training.stacked import STACK_CAVEATS, stack_blocker, stack_key
+    from iteacnet.training.stacked import stack_blocker, stack_key
 
     if stack < 1:
         raise ValueError(f"stack must be >= 1, got {stack}")
@@ -204,9 +204,6 @@ def stack_groups(cells: list[Cell], stack: int) -> list[list[Cell]]:
         open_[-1].append(cell)
     for why, n in alone.items():
         print(f"note: {n} cell(s) train unstacked: {why}", file=sys.stderr)
-    stacked = {g[0].config["model"]["method"] for g in order if len(g) > 1}
-    for method in sorted(stacked & set(STACK_CAVEATS)):
-        print(f"note: {method} stacks, but {STACK_CAVEATS[method]}", file=sys.stderr)
     return order
 
 

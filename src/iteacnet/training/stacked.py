@@ -72,14 +72,6 @@ NOT_STACKABLE = {
 }
 
 
-# What a stack of these methods is known to do differently from lone runs (with dropout on),
-# said by the grid when it stacks them.
-STACK_CAVEATS = {
-    "mmin": "in a 32-seed CMU-MOSI check its stacked members selected earlier epochs than lone runs "
-            "(131 vs 149; test WAF +0.40 [-0.06, +0.86]), cause open: benchmarks/README.md",
-}
-
-
 class StackError(ValueError):
     """These runs cannot share a stack; train them separately (`fit`)."""
 
