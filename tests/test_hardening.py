@@ -508,6 +508,10 @@ CLI_CASES = [
     Case("benchmark: no grid", lambda r, t: ["benchmark", "--config", str(r.config_file)], "has no `grid` section"),
     Case("benchmark: bad grid", lambda r, t: ["benchmark", "--config", str(_write(t / "g.json", '{"grid": {"variants": ["x"], "corpora": {"s": {}}}}'))],
          "unknown method variant 'x'"),
+    Case("benchmark: unknown protocol", lambda r, t: ["benchmark", "--quick", "--protocols", "xyz", "--out", str(t)],
+         "grid protocols must be some of ['ume', 'ime', 'complete'], got ['xyz']"),
+    Case("train: a device not here", lambda r, t: ["train", "--set", 'train.device="cuda:99"', "--out", str(t)],
+         "train.device is 'cuda:99', but this machine"),
     Case("extract: both sources", lambda r, t: ["extract", "text", "--out", str(t), "--label-file", "a", "--transcripts", "b"],
          "give exactly one of --label-file or --transcripts"),
     Case("extract: malformed transcripts", lambda r, t: ["extract", "text", "--out", str(t / "f"), "--transcripts", str(_write(t / "t.jsonl", "{\n"))],
@@ -667,12 +671,32 @@ def test_distributed_does_not_import_the_cli() -> None:
     assert subprocess.run([sys.executable, "-c", code], env=env).returncode == 0
 
 
+def test_a_device_this_machine_lacks_is_a_user_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from iteacnet.errors import DeviceError
+    from iteacnet.training.engine import check_device
+
+    check_device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DeviceError, match="has no cuda device"):
+        check_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    check_device("cuda:1")
+    with pytest.raises(DeviceError, match=r"has 2 cuda device\(s\): cuda:0 to cuda:1"):
+        check_device("cuda:2")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = replace(tiny_config(epochs=1), **{"train.device": "cuda"})
+    with pytest.raises(DeviceError):  # the engine checks too: a grid worker or a script calls it directly
+        fit(cfg, prepare(load_corpus(cfg.data), cfg))
+
+
 def test_user_error_classes_share_one_base() -> None:
     from iteacnet.data.extract import ExtractUnavailable, TranscriptError
     from iteacnet.data.safe_pickle import UnsafePickleError
+    from iteacnet.errors import DeviceError
 
     for cls in (CorpusError, ConversationError, PredictError, UnsafePickleError, TranscriptError, ExtractUnavailable,
-                ConfigError, CheckpointError, ResultsError):
+                ConfigError, CheckpointError, ResultsError, DeviceError):
         assert issubclass(cls, UserError), cls
 
 

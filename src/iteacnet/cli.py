@@ -217,6 +217,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = replace(cfg, **{"train.epochs": args.epochs})
     out = Path(args.out or f"runs/{cfg.name}")
     seeds = parse_seeds(args.seeds) if args.seeds else [cfg.train.seed]
+    from iteacnet.training.engine import check_device
+
+    check_device(cfg.train.device)  # before the corpus loads
     if args.restart:
         restart(out)
     if args.distributed:  # one rank of a torchrun job (training/distributed.py)
@@ -295,7 +298,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         raise UserError("give --preset NAME (see `iteacnet list`), --config FILE or --quick")
     for flag, value in (("--workers", args.workers), ("--stack", args.stack), ("--stack-group", args.stack_group)):
         if value is not None and value < 1:
-            raise UserError(f"iteacnet benchmark: {flag} must be at least 1, got {value}")
+            raise UserError(f"{flag} must be at least 1, got {value}")
     src = find_preset(preset) if preset else Path(args.config)
     body = read_config_body(src)
     if not isinstance(body.get("grid"), dict):
@@ -315,13 +318,21 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     try:
         spec = GridSpec.from_dict(grid)
     except (ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"bad grid in {src}: {str(e).strip(chr(39))}") from None
+        flags = " ".join(f"--{n} {v}" for n, v in (("seeds", args.seeds), ("protocols", args.protocols),
+                                                     ("tables", args.tables), ("variants", args.variants)) if v)
+        raise ConfigError(f"bad grid in {src}{' with ' + flags if flags else ''}: {str(e).strip(chr(39))}") from None
     try:
         cells = expand(spec, cfg, reapply=lambda c: apply_overrides(c, args.set))
     except UserError:
         raise
     except (ValueError, KeyError) as e:
         raise ConfigError(str(e).strip(chr(39))) from None
+    if not cells:
+        raise ConfigError(f"the grid of {src} has no cells: its variants {list(spec.variants)} run none of "
+                          f"the protocols {list(spec.protocols)}")
+    from iteacnet.training.engine import check_device
+
+    check_device(cfg.train.device)
     out = Path(args.out or f"runs/benchmark-{src.stem}")
     out.mkdir(parents=True, exist_ok=True)
     kw: dict[str, Any] = {"address": args.address} if args.executor == "ray" else {"stack": args.stack,

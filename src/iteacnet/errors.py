@@ -20,6 +20,10 @@ class CheckpointError(UserError):
     """A checkpoint folder that is missing, truncated, foreign, altered or does not fit."""
 
 
+class DeviceError(UserError):
+    """A `train.device` this machine does not have (CUDA asked for on a CPU-only torch)."""
+
+
 class ResultsError(UserError):
     """A results file that cannot be used as asked (locked by another run, a changed grid)."""
 

@@ -30,6 +30,7 @@ from iteacnet.config import (
 from iteacnet.errors import IncompleteResults, ResultsError
 
 IEMOCAP = ("iemocap4", "iemocap6")
+PROTOCOLS = ("ume", "ime", "complete")  # `complete`: Table 1's full-data cells
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,10 @@ class GridSpec:
             raise ValueError("a grid needs `variants` or `tables`")
         for n in names:
             VARIANTS[n]  # noqa: B018  (raises with the list of choices)
+        protocols = list(d.get("protocols", cls.protocols))
+        bad = [p for p in protocols if p not in PROTOCOLS]
+        if bad or not protocols:
+            raise ValueError(f"grid protocols must be some of {list(PROTOCOLS)}, got {protocols}")
         corpora = d.get("corpora")
         if not isinstance(corpora, dict) or not corpora:
             raise ValueError("a grid needs `corpora`: {name: {DataConfig field: value}}")

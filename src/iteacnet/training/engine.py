@@ -24,7 +24,7 @@ from iteacnet.data.batching import Batch, iterate_batches, iterate_utterance_bat
 from iteacnet.data.corpus import Corpus
 from iteacnet.data.extract import feature_manifests
 from iteacnet.data.splits import Split, make_split
-from iteacnet.errors import UserError
+from iteacnet.errors import DeviceError, UserError
 from iteacnet.masking import achieved_rate, fixed_mask, sample_mask, stable_seed
 from iteacnet.metrics import compute_metrics
 from iteacnet.models.base import BatchTotals, LossOutput, Method, ModelInput, ModelSpec
@@ -61,6 +61,22 @@ def prepare(corpus: Corpus, cfg: ExperimentConfig) -> PreparedData:
         regression_loss=cfg.train.regression_loss,
     )
     return PreparedData(corpus.standardized(stats), split, spec, stats)
+
+
+def check_device(device: str) -> None:
+    """Raise DeviceError unless this machine has `device` (a config may be written on one
+    machine for another; torch's own failure comes late and reads like a bug)."""
+    kind, _, index = device.partition(":")
+    if kind == "cpu":
+        return
+    backend = {"cuda": torch.cuda, "xpu": getattr(torch, "xpu", None), "mps": torch.backends.mps}.get(kind)
+    if backend is None or not backend.is_available():
+        raise DeviceError(f"train.device is {device!r}, but this machine's torch ({torch.__version__}) has no "
+                          f"{kind} device; set train.device=\"cpu\" (--set 'train.device=\"cpu\"')")
+    count = getattr(backend, "device_count", lambda: 1)()
+    if index and int(index) >= count:
+        raise DeviceError(f"train.device is {device!r}, but this machine has {count} {kind} device(s): "
+                          f"{kind}:0 to {kind}:{count - 1}")
 
 
 def row_positions(corpus: Corpus, rows: np.ndarray) -> np.ndarray:
@@ -417,6 +433,7 @@ def fit(
     ranks, see training.distributed), only rank 0 writes files or shows progress.
     """
     train = cfg.train
+    check_device(train.device)
     rank = parallel.rank if parallel is not None else 0
     method = init_method(cfg, data.spec)  # parameter init and dropout are seeded per run
     if parallel is not None and getattr(method, "couples_batch", False):

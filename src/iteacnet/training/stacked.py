@@ -46,6 +46,7 @@ from iteacnet.training.engine import (
     FitResult,
     PreparedData,
     batch_generator,
+    check_device,
     eval_masks,
     init_method,
     make_optimizer,
@@ -457,6 +458,7 @@ def fit_stacked(
     if len(dirs) != K:
         raise ValueError(f"{K} runs but {len(dirs)} output folders")
     cfg, train = cfgs[0], cfgs[0].train
+    check_device(train.device)
     members = [init_method(c, data.spec) for c in cfgs]
     stage1 = stage1_epochs(cfg, members[0])  # the same for every member: it is in the stack key
     gens = [batch_generator(c) for c in cfgs]
