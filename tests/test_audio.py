@@ -337,14 +337,15 @@ def test_bad_settings_and_ids(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
-def test_missing_extra_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_extra_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setitem(sys.modules, "opensmile", None)  # import now raises ImportError
     wav = write(tmp_path / "a.wav", tone(200, 0.2))
     with pytest.raises(AudioUnavailable, match=r'pip install -e "\.\[audio\]"') as info:
         extract([("a", wav)], tmp_path / "out")
     assert info.value.missing == "opensmile" and "iteacnet[audio]" in str(info.value)
-    with pytest.raises(SystemExit, match=r"extract audio: AudioUnavailable: .*\.\[audio\]"):
-        main(["extract", "audio", "--folder", str(tmp_path), "--out", str(tmp_path / "out")])
+    assert main(["extract", "audio", "--folder", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    assert re.search(r"^iteacnet extract: audio: AudioUnavailable: .*\.\[audio\]", capsys.readouterr().err)
     assert not (tmp_path / "out").exists()
 
 
@@ -360,13 +361,16 @@ def test_cli_extract_audio(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     (tmp_path / "m.csv").write_text("id,path,start,end\nc,wav/a.wav,0.0,0.2\n")
     assert main(["extract", "audio", "--manifest", str(tmp_path / "m.csv"), "--out", str(out)]) == 0
     assert "1 written, 0 kept" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="exactly one of --folder or --manifest"):
-        main(["extract", "audio", "--out", str(out)])
+    assert main(["extract", "audio", "--out", str(out)]) == 2
+    assert "exactly one of --folder or --manifest" in capsys.readouterr().err
     assert main(["extract", "text", "--folder", str(tmp_path / "wav"), "--out", str(out)]) == 2  # a user error
     assert "exactly one of --label-file or --transcripts" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match=r"SilentAudio: utterance 'z'"):
-        write(tmp_path / "quiet" / "z.wav", np.zeros(SR, dtype=np.float32))
-        main(["extract", "audio", "--folder", str(tmp_path / "quiet"), "--out", str(tmp_path / "q")])
+    write(tmp_path / "quiet" / "z.wav", np.zeros(SR, dtype=np.float32))
+    assert main(["extract", "audio", "--folder", str(tmp_path / "quiet"), "--out", str(tmp_path / "q")]) == 2
+    assert "SilentAudio: utterance 'z'" in capsys.readouterr().err
+    assert main(["extract", "audio", "--folder", str(tmp_path / "none"), "--out", str(tmp_path / "q")]) == 2
+    err = capsys.readouterr().err
+    assert "AudioListError" in err and "no such folder" in err and "Traceback" not in err
     assert not (tmp_path / "q").exists()
 
 

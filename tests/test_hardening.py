@@ -467,6 +467,11 @@ def _ckpt_with(run: Run, tmp: Path, name: str, content: bytes | None) -> str:
     return str(ckpt)
 
 
+def _results(tmp: Path) -> Path:
+    rows = [{"variant": v, "corpus": "c", "protocol": "ume", "seed": 0, "rate": 0.0, "waf": 50.0} for v in "ab"]
+    return _write(tmp / "r.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+
+
 def _conv(run: Run, tmp: Path, text: str) -> list[str]:
     return ["predict", "--checkpoint", str(run.folder), "--input", str(_write(tmp / "c.jsonl", text))]
 
@@ -505,6 +510,12 @@ CLI_CASES = [
     Case("report: absent", lambda r, t: ["report", str(t / "none.jsonl")], "no results file at"),
     Case("report: malformed JSON", lambda r, t: ["report", str(_write(t / "r.json", "{"))], "not a results JSON"),
     Case("report: empty JSONL", lambda r, t: ["report", str(_write(t / "r.jsonl", "\n"))], "holds no result rows"),
+    Case("report: --where without --paired", lambda r, t: ["report", str(_results(t)), "--where", "seed=0"],
+         "--where and --metric apply to --paired A B only"),
+    Case("report: unknown --metric", lambda r, t: ["report", str(_results(t)), "--paired", "a", "b", "--metric", "nope"],
+         "no row has a 'nope' column; columns here:"),
+    Case("extract audio: no such folder", lambda r, t: ["extract", "audio", "--folder", str(t / "none"), "--out", str(t / "f")],
+         "audio: AudioListError:"),
     Case("benchmark: no grid", lambda r, t: ["benchmark", "--config", str(r.config_file)], "has no `grid` section"),
     Case("benchmark: bad grid", lambda r, t: ["benchmark", "--config", str(_write(t / "g.json", '{"grid": {"variants": ["x"], "corpora": {"s": {}}}}'))],
          "unknown method variant 'x'"),

@@ -386,6 +386,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     rows = read_rows(path)
     if not rows:
         raise UserError(f"{path} holds no result rows")
+    if not args.paired and (args.where or args.metric != "waf"):
+        raise UserError("--where and --metric apply to --paired A B only (the report has every metric)")
     if args.paired:
         from iteacnet.evaluation.reports import paired_difference, paired_table, parse_selector
 
@@ -408,7 +410,7 @@ def cmd_extract_audio(args: argparse.Namespace) -> int:
     from iteacnet.data import audio
 
     if (args.folder is None) == (args.manifest is None) or args.label_file or args.transcripts:
-        raise SystemExit("iteacnet extract audio: give exactly one of --folder or --manifest")
+        raise UserError("audio: give exactly one of --folder or --manifest")
     try:
         settings = audio.AudioSettings(args.feature_set, args.sample_rate)
         items = (audio.audio_files_in(args.folder, args.recursive) if args.folder is not None
@@ -416,8 +418,8 @@ def cmd_extract_audio(args: argparse.Namespace) -> int:
         with audio.notes_to_stderr("iteacnet extract audio"):
             report = audio.extract_audio_features(items, Path(args.out), settings, workers=args.workers,
                                                   overwrite=args.overwrite)
-    except (audio.AudioUnavailable, ValueError, OSError) as e:  # AudioError is a ValueError
-        raise SystemExit(f"iteacnet extract audio: {type(e).__name__}: {e}") from None
+    except (audio.AudioUnavailable, ValueError) as e:  # AudioError is a ValueError; the class names the fault
+        raise UserError(f"audio: {type(e).__name__}: {e}") from None
     print(f"{report.written} written, {report.skipped} kept (already there) -> {report.out_dir} "
           f"({report.seconds:.1f} s; {settings.feature_set}, {settings.dim}-d, {settings.sample_rate} Hz); "
           f"manifest: {report.out_dir / 'manifest.json'}")

@@ -386,6 +386,8 @@ def paired_difference(
     The unit is one (fold, seed) run pair (one per seed on single-split corpora). Raises
     ValueError when a selector matches more than one row per pair (add a key to both)."""
     where = where or {}
+    if not any(r.get(metric) not in (None, "") for r in rows):
+        raise ValueError(f"no row has a {metric!r} column; columns here: {', '.join(sorted({k for r in rows for k in r}))}")
     keys = [k for k in PAIR_KEYS if k not in a and k not in b]
 
     def index(sel: dict[str, str]) -> dict[tuple, float]:
