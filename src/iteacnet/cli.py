@@ -683,6 +683,10 @@ def set_threads(args: argparse.Namespace) -> int:
     return n
 
 
+# OSErrors of a path the user named: their input, exit 2 as a UserError (a full disk stays 1).
+NAMED_FILE_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command. A user error (bad data, config, checkpoint, input) is one line on
     stderr and exit status 2; anything else is a bug: one line and exit 1. `--debug` shows
@@ -702,7 +706,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         print(f"{prog}: {_one_line(e)}", file=sys.stderr)
-        return 2 if isinstance(e, UserError) else 1
+        return 2 if isinstance(e, (UserError, *NAMED_FILE_ERRORS)) else 1
     except Exception as e:  # noqa: BLE001  (a bug: say so in one line, the traceback on --debug)
         if debug:
             traceback.print_exc()

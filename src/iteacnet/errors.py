@@ -1,7 +1,8 @@
 """The one base class of the errors a user can cause (bad data, config, checkpoint, input).
 
-`iteacnet.cli.main` turns a `UserError` into one line on stderr and exit status 2; any other
-exception is a bug (exit 1). Every module that rejects input raises a subclass of it, with a
+`iteacnet.cli.main` turns a `UserError` (or an OSError of a path the user named: not found, a
+directory, no permission) into one line on stderr and exit status 2; any other exception is a
+bug (exit 1). Every module that rejects input raises a subclass of it, with a
 message naming the file, line or config field and what would be accepted.
 """
 

@@ -62,4 +62,9 @@ TABLE_TITLES: dict[int | str, str] = {
 
 
 def variants_for_table(table: int) -> list[str]:
-    return [n for n, v in VARIANTS.items() if table in v.tables]
+    """The variants of the paper's Table `table`; an error for a table no variant belongs to."""
+    names = [n for n in VARIANTS if table in VARIANTS[n].tables]
+    if not names:
+        known = sorted({t for n in VARIANTS for t in VARIANTS[n].tables})
+        raise ValueError(f"no variant belongs to table {table!r}; tables: {', '.join(map(str, known))}")
+    return names
