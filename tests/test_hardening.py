@@ -705,6 +705,27 @@ def test_a_device_this_machine_lacks_is_a_user_error(monkeypatch: pytest.MonkeyP
         fit(cfg, prepare(load_corpus(cfg.data), cfg))
 
 
+def test_evaluate_scores_a_gpu_checkpoint_on_a_machine_without_one(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import iteacnet.training.checkpoint as checkpoint
+
+    read = checkpoint.read_checkpoint_files
+
+    def trained_on_cuda(folder: Path) -> tuple[ExperimentConfig, dict]:
+        cfg, meta = read(folder)
+        return replace(cfg, **{"train.device": "cuda"}), meta
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(checkpoint, "read_checkpoint_files", trained_on_cuda)
+    assert main(["evaluate", "--checkpoint", str(run.folder), "--out", str(tmp_path / "a")]) == 0
+    assert "trained on cuda, which this machine lacks; scoring on cpu" in capsys.readouterr().err
+    assert (tmp_path / "a" / "report.md").exists()
+    asked = ["evaluate", "--checkpoint", str(run.folder), "--out", str(tmp_path / "b"), "--set", 'train.device="cuda"']
+    assert main(asked) == 2  # asked for by name: not replaced
+    assert "train.device is 'cuda', but this machine" in capsys.readouterr().err
+
+
 def test_user_error_classes_share_one_base() -> None:
     from iteacnet.data.extract import ExtractUnavailable, TranscriptError
     from iteacnet.data.safe_pickle import UnsafePickleError

@@ -37,7 +37,7 @@ from iteacnet.config import (
     merge_dicts,
     replace,
 )
-from iteacnet.errors import ConfigError, IncompleteResults, ResultsError, UserError
+from iteacnet.errors import ConfigError, DeviceError, IncompleteResults, ResultsError, UserError
 from iteacnet.presets import (  # noqa: F401  (find_preset: one of the CLI's public names)
     apply_overrides,
     find_preset,
@@ -278,15 +278,32 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     ckpt = Path(args.checkpoint)
     cfg, meta = read_checkpoint_files(ckpt)
-    cfg = apply_overrides(cfg, args.set)
+    cfg = scoring_device(apply_overrides(cfg, args.set), args.set)
     data = prepare(load_corpus(cfg.data), cfg)
     method = build_method(data.spec, cfg.model)
     load_checkpoint_weights(method, ckpt, meta)
+    method.to(cfg.train.device)
     rates = tuple(float(r) for r in args.rates.split(",")) if args.rates else cfg.eval.rates
     rows = result_rows(cfg, "ume", score_test(method, data, cfg, rates), {"checkpoint": str(ckpt)})
     md = write_report(rows, Path(args.out or ckpt / "evaluation"), title=f"{cfg.name}: evaluation of {ckpt}")
     print(md.read_text())
     return 0
+
+
+def scoring_device(cfg: ExperimentConfig, sets: list[str] | None) -> ExperimentConfig:
+    """`cfg` with a device this machine has: a checkpoint trained on a GPU scores on the CPU
+    of a machine without one (with a note); a device asked for with --set must be there."""
+    from iteacnet.training.engine import check_device
+
+    try:
+        check_device(cfg.train.device)
+    except DeviceError:
+        if any(s.split("=", 1)[0].strip() == "train.device" for s in sets or []):
+            raise
+        print(f"note: the checkpoint was trained on {cfg.train.device}, which this machine lacks; scoring on cpu",
+              file=sys.stderr)
+        return replace(cfg, **{"train.device": "cpu"})
+    return cfg
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
