@@ -24,7 +24,7 @@ from iteacnet.data.batching import Batch, iterate_batches, iterate_utterance_bat
 from iteacnet.data.corpus import Corpus
 from iteacnet.data.extract import feature_manifests
 from iteacnet.data.splits import Split, make_split
-from iteacnet.errors import DeviceError, UserError
+from iteacnet.errors import ConfigError, DeviceError, UserError
 from iteacnet.masking import achieved_rate, fixed_mask, sample_mask, stable_seed
 from iteacnet.metrics import compute_metrics
 from iteacnet.models.base import BatchTotals, LossOutput, Method, ModelInput, ModelSpec
@@ -77,6 +77,24 @@ def check_device(device: str) -> None:
     if index and int(index) >= count:
         raise DeviceError(f"train.device is {device!r}, but this machine has {count} {kind} device(s): "
                           f"{kind}:0 to {kind}:{count - 1}")
+
+
+def check_lengths(method: nn.Module, data: PreparedData) -> None:
+    """ConfigError before any work if a conversation of the split is longer than the method's
+    temporal_mlp mixers are defined for (their weights are (max_len, max_len))."""
+    from iteacnet.models.mixers import TemporalMLP
+
+    limits = [m.max_len for m in method.modules() if isinstance(m, TemporalMLP)]
+    used = [*data.split.train, *data.split.valid, *data.split.test]
+    if not limits or not used:
+        return
+    lengths = data.corpus.lengths()[used]
+    longest = int(lengths.max())
+    if longest > min(limits):
+        name = data.corpus.dialogue_ids[used[int(lengths.argmax())]]
+        raise ConfigError(f"model.max_len is {min(limits)}, but conversation {name!r} of {data.corpus.name} has "
+                          f"{longest} utterances, and the temporal_mlp mixer is defined for at most model.max_len: "
+                          f"raise it (--set model.max_len={longest}) or leave temporal_mlp out of model.mixers")
 
 
 def row_positions(corpus: Corpus, rows: np.ndarray) -> np.ndarray:
@@ -436,6 +454,7 @@ def fit(
     check_device(train.device)
     rank = parallel.rank if parallel is not None else 0
     method = init_method(cfg, data.spec)  # parameter init and dropout are seeded per run
+    check_lengths(method, data)
     if parallel is not None and getattr(method, "couples_batch", False):
         raise UserError(f"{cfg.model.method} cannot train data-parallel: its loss couples the utterances of a "
                          "batch (see its couples_batch); train it in one process")

@@ -47,6 +47,7 @@ from iteacnet.training.engine import (
     PreparedData,
     batch_generator,
     check_device,
+    check_lengths,
     eval_masks,
     init_method,
     make_optimizer,
@@ -460,6 +461,7 @@ def fit_stacked(
     cfg, train = cfgs[0], cfgs[0].train
     check_device(train.device)
     members = [init_method(c, data.spec) for c in cfgs]
+    check_lengths(members[0], data)
     stage1 = stage1_epochs(cfg, members[0])  # the same for every member: it is in the stack key
     gens = [batch_generator(c) for c in cfgs]
     alone = [make_optimizer(m, train) for m in members]  # each member's own, for its last/ state
