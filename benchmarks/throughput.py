@@ -1,6 +1,6 @@
 """Grid throughput: cells per hour for one UME cell of a preset, by workers and stack size.
 
-Issue 13. The cell is the `iteacnet` variant (ITS) under UME on the preset's corpus (default
+Issue 13. The cell is the `iteacnet` variant (ITS; `--variant` another) under UME on the preset's corpus (default
 `paper-mosi`: CMU-MOSI, text-minilm-384 + audio-opensmile-73, no visual; its recipe), with
 the epochs cut to `--epochs` so the measurement takes minutes. Cells differ only in seed. Every mode (W
 worker processes, stacks of K seeds) runs in a fresh subprocess, one after the other in one
@@ -39,13 +39,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _cells(preset: str, epochs: int, n: int, device: str, overrides: list[str]) -> list[Any]:
+def _cells(preset: str, variant: str, epochs: int, n: int, device: str, overrides: list[str]) -> list[Any]:
     from iteacnet.benchmark.grid import GridSpec, expand
     from iteacnet.cli import apply_overrides, load_config
 
     sets = [f"train.epochs={epochs}", f"train.device={device}", *overrides]
     cfg = load_config(preset, None, sets)
-    spec = GridSpec(variants=("iteacnet",), corpora=((cfg.data.corpus, ()),), seeds=tuple(range(n)), protocols=("ume",))
+    spec = GridSpec(variants=(variant,), corpora=((cfg.data.corpus, ()),), seeds=tuple(range(n)), protocols=("ume",))
     # As `iteacnet benchmark` does: the method's recipe (train.recipe="own"), then our overrides win.
     return expand(spec, cfg, reapply=lambda c: apply_overrides(c, sets))
 
@@ -57,7 +57,7 @@ def run_mode(args: argparse.Namespace) -> dict[str, Any]:
     from iteacnet.benchmark.grid import ResultStore, run_grid
 
     torch.set_num_threads(args.threads)
-    cells = _cells(args.preset, args.epochs, args.one_cells, args.device, args.set)
+    cells = _cells(args.preset, args.variant, args.epochs, args.one_cells, args.device, args.set)
     ballast = torch.ones(args.one_ballast_mb * 2**18)  # filled: resident, then idle  # noqa: F841
     load0 = os.getloadavg()[0]
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -84,6 +84,7 @@ def run_mode(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="paper-mosi")
+    p.add_argument("--variant", default="iteacnet", help="the grid variant of the cell (default iteacnet: ITS)")
     p.add_argument("--epochs", type=int, default=1, help="epochs per cell (cut from the preset's for the measurement)")
     p.add_argument("--workers", default="1,2", help="worker counts to measure (K = 1)")
     p.add_argument("--stacks", default="4,16", help="stack sizes to measure (1 worker)")
@@ -119,7 +120,7 @@ def main() -> None:
     schedule = [m for r in range(args.rounds) for m in (modes if r % 2 == 0 else modes[::-1])]
     for w, k, mb in schedule:
         n = max(args.cells, k, w)
-        cmd = [sys.executable, __file__, "--preset", args.preset, "--epochs", str(args.epochs), "--threads",
+        cmd = [sys.executable, __file__, "--preset", args.preset, "--variant", args.variant, "--epochs", str(args.epochs), "--threads",
                str(args.threads), "--device", args.device, "--one-workers", str(w), "--one-stack", str(k),
                "--one-cells", str(n), *(["--group", str(args.group)] if args.group else []), "--one-ballast-mb", str(mb), *[a for s in args.set for a in ("--set", s)]]
         out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
@@ -151,7 +152,7 @@ def main() -> None:
         print("ratios to 1 worker, K = 1: " + ", ".join(
             f"W{r['workers']}/K{r['stack']}{'+' + str(r['ballast_mb']) + 'MB' if r['ballast_mb'] else ''} {r['ratio_to_1x1']}x"
             for r in results))
-    meta = {"preset": args.preset, "epochs": args.epochs, "group": args.group, "rounds": args.rounds, "device": args.device, "threads": args.threads,
+    meta = {"preset": args.preset, "variant": args.variant, "epochs": args.epochs, "group": args.group, "rounds": args.rounds, "device": args.device, "threads": args.threads,
             "cpus": os.cpu_count(), "set": args.set, "note": "epochs cut for the measurement; cells differ only in seed"}
     if args.out:
         Path(args.out).write_text(json.dumps({"meta": meta, "modes": results}, indent=2) + "\n")

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import argparse
 
+import pytest
+
 from conftest import load_benchmark
 
 
-def test_one_stacked_mode_reports_its_figures():
+@pytest.mark.parametrize("variant", ["iteacnet", "mmin"])
+def test_one_stacked_mode_reports_its_figures(variant):
     mod = load_benchmark("throughput.py")
-    args = argparse.Namespace(preset="quick", epochs=1, threads=1, device="cpu", set=["data.synthetic.num_dialogues=12"],
+    args = argparse.Namespace(preset="quick", variant=variant, epochs=1, threads=1, device="cpu", set=["data.synthetic.num_dialogues=12"],
                               one_workers=1, one_stack=2, one_cells=2, one_ballast_mb=64, group=2)
     res = mod.run_mode(args)
     assert res["cells"] == 2 and res["stack"] == 2 and res["cells_per_hour"] > 0
