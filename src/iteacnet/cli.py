@@ -42,6 +42,7 @@ from iteacnet.presets import (  # noqa: F401  (find_preset: one of the CLI's pub
     apply_overrides,
     find_preset,
     list_presets,
+    overrides_of,
     parse_seeds,
     read_config_body,
 )
@@ -298,7 +299,7 @@ def scoring_device(cfg: ExperimentConfig, sets: list[str] | None) -> ExperimentC
     try:
         check_device(cfg.train.device)
     except DeviceError:
-        if any(s.split("=", 1)[0].strip() == "train.device" for s in sets or []):
+        if overrides_of(sets, "train.device"):
             raise
         print(f"note: the checkpoint was trained on {cfg.train.device}, which this machine lacks; scoring on cpu",
               file=sys.stderr)

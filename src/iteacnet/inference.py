@@ -53,7 +53,7 @@ from iteacnet.data.extract import (
 )
 from iteacnet.errors import CheckpointError, UserError
 from iteacnet.models.base import Method, ModelSpec
-from iteacnet.models.mixers import TemporalMLP
+from iteacnet.models.mixers import length_limit
 from iteacnet.training.checkpoint import load_checkpoint_weights, read_checkpoint_files
 from iteacnet.training.engine import model_input
 from iteacnet.training.frameworks import build_method
@@ -173,8 +173,7 @@ class Predictor:
         # predicts counts (ITS: the student).
         part = getattr(method, "inference_model", None)
         infer: nn.Module = part() if callable(part) else method
-        limits = [m.max_len for m in infer.modules() if isinstance(m, TemporalMLP)]
-        self.mixer_limit: int | None = min(limits) if limits else None
+        self.mixer_limit: int | None = length_limit(infer)
         # Attention over a conversation costs memory in the square of its length (a TF
         # student asked for 80 GB at 100,000 utterances): longer ones are refused by name.
         self.max_utterances: int = min(self.mixer_limit or MAX_UTTERANCES, MAX_UTTERANCES)

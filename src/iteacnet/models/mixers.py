@@ -179,3 +179,10 @@ class TemporalMLP(nn.Module):
         w = self.weight[:T, :T].to(x.dtype)  # (T, T)
         y = torch.einsum("ts,bsd->btd", w, x * m) + self.bias[:T, None].to(x.dtype)  # (B, T, D)
         return y * m
+
+
+def length_limit(module: nn.Module) -> int | None:
+    """The most utterances a conversation may have in `module`: its temporal_mlp mixers'
+    smallest max_len (None: no such mixer, no limit from the weights)."""
+    limits = [m.max_len for m in module.modules() if isinstance(m, TemporalMLP)]
+    return min(limits) if limits else None

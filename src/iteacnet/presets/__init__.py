@@ -78,6 +78,11 @@ def load_config(preset: str | None, config: str | None, overrides: list[str]) ->
     return apply_overrides(ExperimentConfig.from_dict(d), overrides)
 
 
+def overrides_of(overrides: list[str] | None, field: str) -> list[str]:
+    """The `--set` overrides that set `field` (e.g. "train.device")."""
+    return [o for o in overrides or [] if o.split("=", 1)[0] == field]
+
+
 def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:
     """`--set SECTION.FIELD=VALUE` overrides, in order. Validation waits for the last one, so
     fields that constrain each other (model.hidden and model.heads) can change together."""
@@ -90,7 +95,7 @@ def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentCo
         return ExperimentConfig.from_dict(d)
     except ConfigError as e:
         field = str(e).split(":", 1)[0]
-        culprit = [o for o in overrides if o.split("=", 1)[0] == field] or overrides
+        culprit = overrides_of(overrides, field) or overrides
         raise ConfigError(f"--set {culprit[-1] if len(culprit) == 1 else ' '.join(culprit)!r}: {e}") from None
 
 

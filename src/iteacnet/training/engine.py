@@ -82,17 +82,17 @@ def check_device(device: str) -> None:
 def check_lengths(method: nn.Module, data: PreparedData) -> None:
     """ConfigError before any work if a conversation of the split is longer than the method's
     temporal_mlp mixers are defined for (their weights are (max_len, max_len))."""
-    from iteacnet.models.mixers import TemporalMLP
+    from iteacnet.models.mixers import length_limit
 
-    limits = [m.max_len for m in method.modules() if isinstance(m, TemporalMLP)]
+    limit = length_limit(method)
     used = [*data.split.train, *data.split.valid, *data.split.test]
-    if not limits or not used:
+    if limit is None or not used:
         return
     lengths = data.corpus.lengths()[used]
     longest = int(lengths.max())
-    if longest > min(limits):
+    if longest > limit:
         name = data.corpus.dialogue_ids[used[int(lengths.argmax())]]
-        raise ConfigError(f"model.max_len is {min(limits)}, but conversation {name!r} of {data.corpus.name} has "
+        raise ConfigError(f"model.max_len is {limit}, but conversation {name!r} of {data.corpus.name} has "
                           f"{longest} utterances, and the temporal_mlp mixer is defined for at most model.max_len: "
                           f"raise it (--set model.max_len={longest}) or leave temporal_mlp out of model.mixers")
 
